@@ -1,0 +1,27 @@
+"""mlxport: take an MLX model to production (ONNX and MLX formats, validated against MLX)."""
+
+from __future__ import annotations
+
+from .api import export
+from .capture import capture
+from .errors import (
+    ArtifactError,
+    CaptureError,
+    DynamicShapeError,
+    MlxportError,
+    ShapeMismatchError,
+    ToleranceError,
+    UnsupportedArgumentError,
+    UnsupportedPrimitiveError,
+    ValidationError,
+)
+from .runners import load
+from .validate import Report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError", "CaptureError", "DynamicShapeError", "MlxportError", "Report", "ShapeMismatchError",
+    "ToleranceError", "UnsupportedArgumentError", "UnsupportedPrimitiveError", "ValidationError",
+    "capture", "export", "load", "__version__",
+]

@@ -1,0 +1,195 @@
+"""The Python API: ``mlxport.export`` (format chosen by the file suffix)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from .capture import Signature, capture, to_mx, to_numpy
+from .errors import ArtifactError, CaptureError
+from .graph import Graph, SymExpr
+from .runners import SIDE_SUFFIX, IOSpec, load, read_sidecar
+from .validate import Report, raise_if_failed, validate
+
+FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX"}
+
+
+def _resolve_source(fn_or_module: Any) -> Callable:
+    """A callable to trace: a function, an nn.Module, or a path to an ``.mlxfn`` file."""
+    if isinstance(fn_or_module, (str, os.PathLike)):
+        path = Path(fn_or_module)
+        if path.suffix != ".mlxfn":
+            raise ArtifactError(f"can convert from an .mlxfn file or a Python callable; got the path {path}")
+        if not path.exists():
+            raise ArtifactError(f"no such file: {path}")
+        imported = mx.import_function(str(path))
+        meta = read_sidecar(path)
+        names = [i["name"] for i in meta.get("inputs", [])]
+
+        def from_mlxfn(*args: mx.array) -> Any:
+            out = imported(*args)
+            return out[0] if len(out) == 1 else tuple(out)
+
+        from_mlxfn.__qualname__ = path.name
+        from_mlxfn.__mlxport_input_names__ = names  # type: ignore[attr-defined]
+        from_mlxfn.__mlxport_output_names__ = [o["name"] for o in meta.get("outputs", [])]  # type: ignore[attr-defined]
+        return from_mlxfn
+    return fn_or_module
+
+
+def _io_specs(graph: Graph) -> tuple[list[IOSpec], list[IOSpec]]:
+    def spec(t: Any) -> IOSpec:
+        return IOSpec(t.name, [str(d) if isinstance(d, SymExpr) else int(d) for d in t.shape], t.dtype)
+
+    return [spec(i) for i in graph.inputs], [spec(o) for o in graph.outputs]
+
+
+def write_sidecar(path: Path, graph: Graph, report: Report) -> Path:
+    """Metadata beside the artifact: signature, dynamic axes, source and the validation report."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    inputs, outputs = _io_specs(graph)
+    meta = {
+        "format": report.format,
+        "source": graph.metadata.get("source"),
+        "mlx_version": graph.metadata.get("mlx_version"),
+        "inputs": [vars(i) for i in inputs],
+        "outputs": [vars(o) for o in outputs],
+        "dynamic_axes": [vars(a) for a in graph.dynamic_axes],
+        "sha256": digest.hexdigest(),
+        "validation": report.to_dict(),
+    }
+    side = Path(str(path) + SIDE_SUFFIX)
+    side.write_text(json.dumps(meta, indent=2, default=str))
+    return side
+
+
+def export(
+    fn_or_module: Any,
+    example_args: Sequence[Any] | Any,
+    path: str | os.PathLike,
+    *,
+    dynamic_axes: Mapping[str, Any] | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int | None = None,
+    validate: bool = True,
+    atol: float | None = None,
+    rtol: float | None = None,
+    external_data: bool | None = None,
+    optimize: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Capture an MLX function or module and write it in the format the suffix names.
+
+    Args:
+        fn_or_module: an ``nn.Module``, a function of mx.arrays, or a path to an ``.mlxfn`` file.
+        example_args: example inputs (a tuple; a single array is accepted too).
+        path: the output file: ``.onnx`` or ``.mlxfn``.
+        dynamic_axes: ``{input: {axis: name}}`` for dimensions that may vary at run time.
+        input_names: names of the inputs (default: the function's parameter names).
+        output_names: names of the outputs (default: dict keys, ``output`` or ``output_N``).
+        opset: ONNX opset (default: the newest the pinned ONNX Runtime runs on CPU; >= 17).
+        validate: compare the artifact with MLX on the example and, for dynamic axes, a second size.
+        atol: absolute tolerance (default by dtype).
+        rtol: relative tolerance (default by dtype).
+        external_data: write ONNX weights to a side file (default: only above ~1.8 GB).
+        optimize: fold constants and clean layout chains in the ONNX graph.
+        progress: called with a short message at each stage.
+
+    Returns:
+        A Report: per output shape and max abs/rel error against MLX, graph statistics.
+    """
+    say = progress or (lambda _msg: None)
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ArtifactError(f"cannot tell the format of '{path.name}': use one of the suffixes {', '.join(FORMATS)}")
+    fn = _resolve_source(fn_or_module)
+    if input_names is None and getattr(fn, "__mlxport_input_names__", None):
+        input_names = fn.__mlxport_input_names__  # type: ignore[attr-defined]
+    if output_names is None and getattr(fn, "__mlxport_output_names__", None):
+        output_names = fn.__mlxport_output_names__  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    say("capturing the graph")
+    graph, sig, arrays = capture(fn, example_args, input_names=input_names, output_names=output_names,
+                                 dynamic_axes=dynamic_axes)
+    examples = [np.array(to_numpy(a)) for a in arrays]
+    report = Report(str(path), fmt)
+    report.info["primitives"] = len(graph.nodes)
+    report.info["parameters"] = graph.num_parameters
+    if graph.dynamic_axes:
+        report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
+    if fmt == "ONNX":
+        from .export.onnx import export_onnx
+
+        say(f"lowering {len(graph.nodes)} primitives to ONNX")
+        model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize)
+        report.info["opset"] = model.opset
+        report.info["onnx nodes"] = len(model.proto.graph.node)
+        report.info["size"] = _size(path)
+        say("checking the file with onnx.checker")
+        import onnx
+
+        onnx.checker.check_model(str(path))
+    else:
+        _export_mlxfn(fn, sig, arrays, graph, path)
+        report.info["size"] = _size(path)
+    report.info["export seconds"] = round(time.perf_counter() - start, 3)
+    if validate:
+        say("validating against MLX")
+        runner = load(path)
+        report.runs = _validate(runner, fn, sig, graph, examples, rtol, atol)
+        report.validated = True
+    write_sidecar(path, graph, report)
+    if validate:
+        raise_if_failed(report.runs)
+    return report
+
+
+def _validate(runner: Any, fn: Callable, sig: Signature, graph: Graph, examples: list[np.ndarray],
+              rtol: float | None, atol: float | None) -> list:
+    return validate(runner, fn, sig, graph, examples, rtol=rtol, atol=atol, raise_on_error=False)
+
+
+def _size(path: Path) -> str:
+    total = path.stat().st_size
+    data = Path(str(path) + ".data")
+    if data.exists():
+        total += data.stat().st_size
+    return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+
+
+def _export_mlxfn(fn: Callable, sig: Signature, arrays: list[mx.array], graph: Graph, path: Path) -> None:
+    """MLX's own format; dynamic axes need MLX's shapeless export (validated at a second size)."""
+    def flat(*xs: mx.array) -> tuple[mx.array, ...]:
+        return sig.call_flat(fn, xs)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    try:
+        mx.export_function(str(path), flat, *arrays, shapeless=bool(graph.dynamic_axes))
+    except (RuntimeError, ValueError) as exc:
+        raise CaptureError(f"mx.export_function could not write {path}: {exc}") from exc
+    inputs, outputs = _io_specs(graph)
+    side = Path(str(path) + SIDE_SUFFIX)
+    side.write_text(json.dumps({"inputs": [vars(i) for i in inputs], "outputs": [vars(o) for o in outputs]}))
+
+
+def run_mlx(fn: Callable, *args: Any) -> list[np.ndarray]:
+    """Call an MLX function on numpy/mx inputs and return numpy outputs (a helper for tests)."""
+    outs = fn(*[to_mx(a) for a in args])
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    mx.eval(outs)
+    return [np.array(to_numpy(o)) for o in outs]

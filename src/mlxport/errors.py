@@ -1,0 +1,57 @@
+"""Exceptions of the capture, conversion and validation layers."""
+
+from __future__ import annotations
+
+
+class MlxportError(Exception):
+    """Base class: every error mlxport raises on purpose."""
+
+    hint: str = ""
+
+
+class CaptureError(MlxportError):
+    """The function could not be traced into a graph (bad example inputs, eager code)."""
+
+    hint = "Check the example inputs and that the function only uses mlx operations on them."
+
+
+class DynamicShapeError(CaptureError):
+    """A dynamic axis could not be derived from traces at several sizes."""
+
+    hint = "Export with fixed shapes (drop dynamic_axes) or build size-dependent values with mx ops."
+
+
+class UnsupportedPrimitiveError(MlxportError):
+    """One or more primitives have no translation for the target."""
+
+    hint = "Run `mlxport ops` for the support table; docs/adding_ops.md explains how to add one."
+
+
+class UnsupportedArgumentError(MlxportError):
+    """A translation does not support the arguments or opset a node needs."""
+
+    hint = "Try another opset (--opset) or see `mlxport ops` for what each primitive supports."
+
+
+class ValidationError(MlxportError):
+    """The exported artifact does not reproduce MLX."""
+
+    hint = "Pass --atol/--rtol to accept a larger error, or --no-validate to skip (not recommended)."
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ShapeMismatchError(ValidationError):
+    """An output has a different shape or dtype than MLX's."""
+
+
+class ToleranceError(ValidationError):
+    """An output differs from MLX by more than the tolerance."""
+
+
+class ArtifactError(MlxportError):
+    """An artifact file cannot be read, or its format is unknown."""
+
+    hint = "Supported suffixes: .onnx, .mlxfn."

@@ -1,0 +1,259 @@
+"""Lower a captured Graph to an ONNX model and write it without copying the weights twice."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ..errors import UnsupportedPrimitiveError
+from ..graph import Graph, SymExpr, TensorInfo
+from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
+from ..passes import run_default_passes
+from .optimize import optimize
+
+# The newest opset whose ops the pinned onnxruntime (1.32) runs on CPU; checked
+# in tests/test_opsets.py. opset 17 must keep working for downstream converters.
+DEFAULT_OPSET = 23
+MIN_OPSET = 17
+# Protobuf cannot hold a message over 2 GiB; above this, weights go to a side file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+@dataclass
+class OnnxModel:
+    """An ONNX graph whose initializers are materialized only when written."""
+
+    proto: onnx.ModelProto  # graph without initializers
+    initializers: dict[str, Initializer]
+    opset: int
+    graph: Graph
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(i.nbytes for i in self.initializers.values())
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.proto.graph.node:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        return counts
+
+    def to_proto(self) -> onnx.ModelProto:
+        """A full in-memory ModelProto (copies every weight; for small models and tests)."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        for name, init in self.initializers.items():
+            model.graph.initializer.append(_tensor_proto(name, init.value()))
+        return model
+
+
+def check_supported(graph: Graph, opset: int) -> None:
+    """Raise one UnsupportedPrimitiveError listing every primitive without a translation."""
+    load_all()
+    missing: dict[str, list] = {}
+    for node in graph.nodes:
+        if lookup(node.primitive, opset) is None:
+            missing.setdefault(node.primitive, []).append(node)
+    if not missing:
+        return
+    lines = [f"{len(missing)} MLX primitive{'s' if len(missing) > 1 else ''} "
+             f"{'have' if len(missing) > 1 else 'has'} no ONNX translation (target opset {opset}):"]
+    width = max(len(k) for k in missing)
+    for name, nodes in sorted(missing.items(), key=lambda kv: kv[1][0].index):
+        lines.append(f"  - {name} ×{len(nodes)}".ljust(width + 9) + f" (first: {nodes[0].describe(graph)})")
+    lines.append("See `mlxport ops`; to add one, see docs/adding_ops.md.")
+    raise UnsupportedPrimitiveError("\n".join(lines))
+
+
+def _value_info(info: TensorInfo, name: str) -> onnx.ValueInfoProto:
+    dims: list[Any] = [str(d).replace(" ", "") if isinstance(d, SymExpr) else int(d) for d in info.shape]
+    return helper.make_tensor_value_info(name, onnx_dtype(info.dtype), dims)
+
+
+def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True) -> OnnxModel:
+    """Translate every node through the registry and assemble an ONNX model."""
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        from ..errors import UnsupportedArgumentError
+
+        raise UnsupportedArgumentError(
+            f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}; got {opset}")
+    check_supported(graph, opset)
+    graph = run_default_passes(graph)
+    ctx = ConvertContext(graph, opset)
+    for inp in graph.inputs:
+        ctx.values[inp.name] = inp.name
+    for name, arr in graph.constants.items():
+        ctx.values[name] = name
+        ctx.initializers[name] = Initializer(arr.shape, arr.dtype, arr)
+    for node in graph.nodes:
+        ctx.current = node
+        reg = lookup(node.primitive, opset)
+        assert reg is not None  # check_supported ran
+        outs = reg.func(ctx, node)
+        if len(outs) != len(node.outputs):
+            raise RuntimeError(f"translation of {node.primitive} returned {len(outs)} values for "
+                               f"{len(node.outputs)} outputs (node {node.index})")
+        for ir_name, onnx_name in zip(node.outputs, outs):
+            ctx.values[ir_name] = onnx_name
+    ctx.current = None
+    outputs = _bind_outputs(ctx, graph)
+    stats: dict[str, Any] = {"nodes_before_optimize": len(ctx.nodes)}
+    if optimize_graph:
+        stats.update(optimize(ctx, [o.name for o in graph.outputs]))
+    inputs = [_value_info(i, i.name) for i in graph.inputs]
+    onnx_graph = helper.make_graph(ctx.nodes, "mlxport", inputs, outputs)
+    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in ctx.opset_imports.items()]
+    proto = helper.make_model(onnx_graph, opset_imports=imports, producer_name="mlxport")
+    proto.ir_version = min(proto.ir_version, 10)
+    _drop_unused_initializers(ctx)
+    for key, value in graph.metadata.items():
+        helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, f"mlxport.{key}": str(value)})
+    return OnnxModel(proto, ctx.initializers, opset, graph, stats)
+
+
+def _bind_outputs(ctx: ConvertContext, graph: Graph) -> list[onnx.ValueInfoProto]:
+    """Name graph outputs as the user asked: rename the producing node, or add an Identity."""
+    produced = {out: node for node in ctx.nodes for out in node.output}
+    claimed: set[str] = set()
+    renames: dict[str, str] = {}
+    for out in graph.outputs:
+        src = ctx.values[graph.output_sources[out.name]]
+        if src in produced and src not in claimed and src not in ctx.initializers:
+            renames[src] = out.name
+            claimed.add(src)
+        else:
+            ctx.nodes.append(helper.make_node("Identity", [renames.get(src, src)], [out.name], name=f"output_{out.name}"))
+    for node in ctx.nodes:
+        for i, n in enumerate(node.input):
+            if n in renames:
+                node.input[i] = renames[n]
+        for i, n in enumerate(node.output):
+            if n in renames:
+                node.output[i] = renames[n]
+    return [_value_info(o, o.name) for o in graph.outputs]
+
+
+def _drop_unused_initializers(ctx: ConvertContext) -> None:
+    used = {n for node in ctx.nodes for n in node.input}
+    for name in [n for n in ctx.initializers if n not in used]:
+        del ctx.initializers[name]
+
+
+# ----------------------------------------------------------------------------
+# Writing: stream each weight into the file once
+# ----------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _np_to_onnx_type(dtype: np.dtype) -> int:
+    name = "bfloat16" if dtype.name == "bfloat16" else dtype.name
+    return onnx_dtype(name)
+
+
+def _tensor_header(name: str, shape: tuple[int, ...], dtype: np.dtype) -> TensorProto:
+    t = TensorProto()
+    t.name = name
+    t.dims.extend(int(d) for d in shape)
+    t.data_type = _np_to_onnx_type(dtype)
+    return t
+
+
+def _raw(arr: np.ndarray) -> memoryview:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def _tensor_proto(name: str, arr: np.ndarray) -> TensorProto:
+    t = _tensor_header(name, arr.shape, arr.dtype)
+    t.raw_data = bytes(_raw(arr))
+    return t
+
+
+_RAW_DATA_TAG = _varint((9 << 3) | 2)
+_INITIALIZER_TAG = _varint((5 << 3) | 2)
+_GRAPH_TAG = _varint((7 << 3) | 2)
+
+
+def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write the model; weights go to ``<name>.data`` beside it when over ~1.8 GB (or when asked).
+
+    Each initializer is made, written and freed in turn, so peak memory stays at
+    the source weights plus one tensor.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = model.weight_bytes > EXTERNAL_DATA_THRESHOLD
+    data_name = path.name + ".data"
+    headers: list[tuple[str, Initializer, TensorProto]] = []
+    offset = 0
+    for name, init in model.initializers.items():
+        h = _tensor_header(name, init.shape, init.dtype)
+        if external_data and init.nbytes >= 1024:
+            offset = (offset + 4095) // 4096 * 4096  # page-aligned for mmap
+            h.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(init.nbytes))):
+                e = h.external_data.add()
+                e.key, e.value = k, v
+            offset += init.nbytes
+        headers.append((name, init, h))
+
+    graph_bytes = model.proto.graph.SerializeToString()
+    sizes = []
+    for _, init, h in headers:
+        size = h.ByteSize()
+        if h.data_location != TensorProto.EXTERNAL:
+            size += len(_RAW_DATA_TAG) + len(_varint(init.nbytes)) + init.nbytes
+        sizes.append(size)
+    graph_len = len(graph_bytes) + sum(len(_INITIALIZER_TAG) + len(_varint(s)) + s for s in sizes)
+
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model.proto)
+    rest.ClearField("graph")
+    data_file: BinaryIO | None = open(path.with_name(data_name), "wb") if external_data else None
+    try:
+        with open(path, "wb") as f:
+            f.write(rest.SerializeToString())
+            f.write(_GRAPH_TAG + _varint(graph_len) + graph_bytes)
+            for (name, init, h), size in zip(headers, sizes):
+                f.write(_INITIALIZER_TAG + _varint(size) + h.SerializeToString())
+                external = h.data_location == TensorProto.EXTERNAL
+                if external and data_file is not None:
+                    data_file.seek(int(h.external_data[1].value))
+                    data_file.write(_raw(init.value()))
+                elif not external:
+                    f.write(_RAW_DATA_TAG + _varint(init.nbytes))
+                    f.write(_raw(init.value()))
+    finally:
+        if data_file is not None:
+            data_file.close()
+    return path
+
+
+def export_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None,
+                external_data: bool | None = None, optimize_graph: bool = True) -> OnnxModel:
+    """Lower ``graph`` and write it to ``path``."""
+    model = lower(graph, opset, optimize_graph=optimize_graph)
+    save(model, path, external_data=external_data)
+    return model

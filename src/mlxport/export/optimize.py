@@ -1,0 +1,234 @@
+"""Clean-up passes over the lowered ONNX nodes: fold constants, cancel layout chains, drop dead code.
+
+Translations emit plain, obviously-correct ONNX; these passes make the graph as
+lean as torch.onnx's. Folded constants are lazy (made when the file is
+written), and a weight shared by several nodes is never folded into a second
+copy (tied embeddings stay one tensor in the file).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..ops.registry import ConvertContext, Initializer
+
+_SMALL = 4096  # elements: folding below this never matters for file size
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _np_dtype(onnx_type: int) -> np.dtype:
+    if onnx_type == onnx.TensorProto.BFLOAT16:
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
+
+
+def _reshape_target(data: np.ndarray, shape: np.ndarray, allowzero: int) -> tuple[int, ...]:
+    target = [int(s) for s in shape]
+    if not allowzero:
+        target = [data.shape[i] if s == 0 else s for i, s in enumerate(target)]
+    return tuple(target)
+
+
+_UNARY = {"Neg": np.negative, "Sqrt": np.sqrt, "Reciprocal": np.reciprocal, "Exp": np.exp, "Abs": np.abs}
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
+
+
+def _evaluate(node: onnx.NodeProto, args: list[np.ndarray]) -> np.ndarray | None:
+    a = _attrs(node)
+    op = node.op_type
+    if op == "Identity":
+        return args[0]
+    if op == "Transpose":
+        perm = a.get("perm") or list(range(args[0].ndim))[::-1]
+        return np.ascontiguousarray(np.transpose(args[0], perm))
+    if op == "Cast":
+        return args[0].astype(_np_dtype(a["to"]))
+    if op == "Reshape":
+        return args[0].reshape(_reshape_target(args[0], args[1], a.get("allowzero", 0)))
+    if op == "Unsqueeze":
+        out = args[0]
+        for ax in sorted(int(x) % (args[0].ndim + len(args[1])) for x in args[1]):
+            out = np.expand_dims(out, ax)
+        return out
+    if op == "Squeeze":
+        axes = tuple(int(x) % args[0].ndim for x in args[1]) if len(args) > 1 else None
+        return np.squeeze(args[0], axis=axes)
+    if op == "Concat":
+        return np.concatenate(args, axis=a["axis"])
+    if op in _UNARY and args[0].dtype.kind == "f":
+        return _UNARY[op](args[0])
+    if op in _BINARY and args[0].dtype == args[1].dtype:
+        return _BINARY[op](args[0], args[1]).astype(args[0].dtype)
+    if op == "Div" and args[0].dtype == args[1].dtype:
+        if args[0].dtype.kind in "iu":
+            return np.trunc(args[0] / args[1]).astype(args[0].dtype)
+        return np.divide(args[0], args[1]).astype(args[0].dtype)
+    return None
+
+
+_FOLDABLE = {"Identity", "Transpose", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Div", *_UNARY, *_BINARY}
+
+
+def fold_constants(ctx: ConvertContext, uses: dict[str, int]) -> int:
+    """Evaluate nodes whose inputs are all constants into (lazy) initializers."""
+    folded = 0
+    keep: list[onnx.NodeProto] = []
+    for node in ctx.nodes:
+        inputs = [n for n in node.input if n]
+        if (node.op_type not in _FOLDABLE or len(node.output) != 1 or not inputs
+                or not all(n in ctx.initializers for n in inputs)):
+            keep.append(node)
+            continue
+        inits = [ctx.initializers[n] for n in inputs]
+        big = [i for n, i in zip(inputs, inits) if i.size > _SMALL]
+        # Never duplicate a large shared weight, never inflate the file.
+        if any(uses.get(n, 0) > 1 for n, i in zip(inputs, inits) if i.size > _SMALL):
+            keep.append(node)
+            continue
+        if big and node.op_type == "Cast" and _np_dtype(_attrs(node)["to"]).itemsize > inits[0].dtype.itemsize:
+            keep.append(node)
+            continue
+        if big:
+            probe = [np.zeros(i.shape, i.dtype) if i.size <= 1 << 16 else None for i in inits]
+            shape, dtype = _lazy_meta(node, inits, probe)
+            if shape is None:
+                keep.append(node)
+                continue
+            ctx.initializers[node.output[0]] = Initializer(shape, dtype, _deferred(node, inits))
+        else:
+            value = _evaluate(node, [i.value() for i in inits])
+            if value is None:
+                keep.append(node)
+                continue
+            ctx.initializers[node.output[0]] = Initializer(value.shape, value.dtype, value)
+        for n in inputs:
+            uses[n] = uses.get(n, 0) - 1
+        folded += 1
+    ctx.nodes[:] = keep
+    return folded
+
+
+def _lazy_meta(node: onnx.NodeProto, inits: list[Initializer], probe: list[np.ndarray | None]) -> tuple[Any, Any]:
+    """Shape and dtype of a fold without materializing large inputs."""
+    op, a = node.op_type, _attrs(node)
+    src = inits[0]
+    if op == "Identity":
+        return src.shape, src.dtype
+    if op == "Transpose":
+        perm = a.get("perm") or list(range(len(src.shape)))[::-1]
+        return tuple(src.shape[p] for p in perm), src.dtype
+    if op == "Cast":
+        return src.shape, _np_dtype(a["to"])
+    if op in ("Reshape", "Squeeze", "Unsqueeze") and all(p is not None for p in probe[1:]):
+        dummy = np.lib.stride_tricks.as_strided(np.zeros(1, src.dtype), src.shape, [0] * len(src.shape))
+        out = _evaluate(node, [dummy] + [i.value() for i in inits[1:]])
+        return (out.shape, src.dtype) if out is not None else (None, None)
+    return None, None
+
+
+def _deferred(node: onnx.NodeProto, inits: list[Initializer]) -> Callable[[], np.ndarray]:
+    def make() -> np.ndarray:
+        out = _evaluate(node, [i.value() for i in inits])
+        assert out is not None
+        return out
+
+    return make
+
+
+def _producers(nodes: list[onnx.NodeProto]) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in nodes for o in n.output}
+
+
+def _use_counts(nodes: list[onnx.NodeProto], outputs: list[str]) -> dict[str, int]:
+    uses: dict[str, int] = {}
+    for n in nodes:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in outputs:
+        uses[o] = uses.get(o, 0) + 1
+    return uses
+
+
+def _rewire(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
+    for n in nodes:
+        for i, name in enumerate(n.input):
+            if name == old:
+                n.input[i] = new
+
+
+def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
+    """Compose Transpose pairs, merge Reshape pairs, drop Identity and no-op Transposes."""
+    changed = 0
+    uses = _use_counts(ctx.nodes, outputs)
+    prod = _producers(ctx.nodes)
+    out_set = set(outputs)
+    removed: set[int] = set()
+    for node in ctx.nodes:
+        op = node.op_type
+        first = prod.get(node.input[0]) if node.input else None
+        if op == "Identity" and node.output[0] not in out_set:
+            _rewire(ctx.nodes, node.output[0], node.input[0])
+            removed.add(id(node))
+            changed += 1
+        elif op == "Transpose":
+            perm = list(_attrs(node).get("perm", []))
+            if first is not None and first.op_type == "Transpose" and id(first) not in removed \
+                    and uses.get(first.output[0], 0) == 1:
+                inner = list(_attrs(first).get("perm", []))
+                if inner and perm:
+                    composed = [inner[p] for p in perm]
+                    node.input[0] = first.input[0]
+                    del node.attribute[:]
+                    node.attribute.append(helper.make_attribute("perm", composed))
+                    removed.add(id(first))
+                    perm = composed
+                    changed += 1
+            if perm and perm == sorted(perm) and node.output[0] not in out_set:
+                _rewire(ctx.nodes, node.output[0], node.input[0])
+                removed.add(id(node))
+                changed += 1
+        elif op == "Reshape" and first is not None and first.op_type == "Reshape" \
+                and id(first) not in removed and uses.get(first.output[0], 0) == 1:
+            shape = ctx.const_value(node.input[1])
+            if shape is not None and not np.any(shape == 0):
+                node.input[0] = first.input[0]
+                removed.add(id(first))
+                changed += 1
+    ctx.nodes[:] = [n for n in ctx.nodes if id(n) not in removed]
+    return changed
+
+
+def eliminate_dead_code(ctx: ConvertContext, outputs: list[str]) -> int:
+    live = set(outputs)
+    keep: list[onnx.NodeProto] = []
+    for node in reversed(ctx.nodes):
+        if any(o in live for o in node.output):
+            keep.append(node)
+            live.update(i for i in node.input if i)
+    dropped = len(ctx.nodes) - len(keep)
+    ctx.nodes[:] = keep[::-1]
+    return dropped
+
+
+def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
+    """Run the passes to a fixed point; returns what each removed."""
+    stats = {"folded": 0, "layout": 0, "dead": 0}
+    for _ in range(8):
+        stats["dead"] += eliminate_dead_code(ctx, outputs)
+        f = fold_constants(ctx, _use_counts(ctx.nodes, outputs))
+        c = cancel_layout_chains(ctx, outputs)
+        stats["folded"] += f
+        stats["layout"] += c
+        if not f and not c:
+            break
+    stats["dead"] += eliminate_dead_code(ctx, outputs)
+    return stats

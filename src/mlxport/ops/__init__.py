@@ -1,0 +1,1 @@
+"""ONNX translations of MLX primitives, one module per family (see registry.py)."""

@@ -1,0 +1,3 @@
+"""Indexing primitives: Gather, GatherAxis, Scatter, ScatterAxis, SliceUpdate, DynamicSlice."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Quantized primitives: QuantizedMatmul, GatherQMM, GatherMM (packed weights stay packed)."""
+
+from __future__ import annotations

@@ -1,0 +1,214 @@
+"""Run exported artifacts with one interface: ``runner(*arrays) -> list[np.ndarray]``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ArtifactError
+
+SIDE_SUFFIX = ".mlxport.json"
+
+
+@dataclass
+class IOSpec:
+    """One input or output: name, shape (None or a name for dynamic dims) and dtype name."""
+
+    name: str
+    shape: list[int | str | None]
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.dtype}[{','.join('?' if d is None else str(d) for d in self.shape)}]"
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    try:
+        import mlx.core as mx
+    except ImportError:  # pragma: no cover - mlx is a core dependency
+        mx = None
+    if mx is not None and isinstance(value, mx.array):
+        from .capture import to_numpy
+
+        mx.eval(value)
+        return np.array(to_numpy(value))
+    return np.asarray(value)
+
+
+class Runner:
+    """Base class: validates and names the inputs, then runs the backend."""
+
+    backend = "none"
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+
+    def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+        names = [i.name for i in self.inputs]
+        if len(args) > len(names):
+            raise TypeError(f"expected at most {len(names)} inputs ({', '.join(names)}); got {len(args)}")
+        feed = {n: _as_numpy(a) for n, a in zip(names, args)}
+        for k, v in kwargs.items():
+            if k not in names:
+                raise TypeError(f"unknown input '{k}'; the inputs are {', '.join(names)}")
+            if k in feed:
+                raise TypeError(f"input '{k}' given twice (by position and by name)")
+            feed[k] = _as_numpy(v)
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise TypeError(f"missing inputs {', '.join(missing)}; expected {', '.join(i.describe() for i in self.inputs)}")
+        for spec in self.inputs:
+            arr = feed[spec.name]
+            if arr.dtype.name != spec.dtype:
+                if arr.dtype.kind == np.dtype(spec.dtype if spec.dtype != "bfloat16" else "float32").kind or (
+                        arr.dtype.kind in "iuf" and spec.dtype != "bool"):
+                    feed[spec.name] = arr.astype(_np_dtype(spec.dtype))
+                else:
+                    raise TypeError(f"input '{spec.name}' must be {spec.dtype}; got {arr.dtype.name}")
+            if len(arr.shape) != len(spec.shape) or any(
+                    isinstance(d, int) and d != s for d, s in zip(spec.shape, arr.shape)):
+                raise ValueError(f"input '{spec.name}' must have shape {spec.describe().split(': ')[1]}; "
+                                 f"got {list(arr.shape)}")
+        return feed
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        return self.run(self._bind(args, kwargs))
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        ins = ", ".join(i.describe() for i in self.inputs)
+        outs = ", ".join(o.describe() for o in self.outputs)
+        return f"<{type(self).__name__} backend={self.backend} inputs=({ins}) outputs=({outs})>"
+
+
+def _np_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+    "tensor(double)": "float64", "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+}
+
+
+class OnnxRunner(Runner):
+    """ONNX Runtime on CPU."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike | bytes, *, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.path = None if isinstance(path, bytes) else Path(path)
+        source = path if isinstance(path, bytes) else str(path)
+        try:
+            self.session = ort.InferenceSession(source, opts, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}") from exc
+        self.inputs = [IOSpec(i.name, list(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
+        self.outputs = [IOSpec(o.name, list(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if any(a.dtype.name == "bfloat16" for a in feed.values()):
+            return self._run_bf16(feed)
+        return self.session.run(None, feed)
+
+    def _run_bf16(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # onnxruntime's numpy bridge does not know ml_dtypes.bfloat16: pass raw bits as OrtValues.
+        import onnxruntime as ort
+        from onnx import TensorProto
+
+        values = {}
+        for name, arr in feed.items():
+            if arr.dtype.name == "bfloat16":
+                values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    np.ascontiguousarray(arr).view(np.uint16), TensorProto.BFLOAT16)
+            else:
+                values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+        outs = self.session.run_with_ort_values(None, values)
+        result = []
+        for spec, o in zip(self.outputs, outs):
+            arr = o.numpy()
+            result.append(arr.view(_np_dtype("bfloat16")) if spec.dtype == "bfloat16" and arr.dtype == np.uint16 else arr)
+        return result
+
+
+class MlxfnRunner(Runner):
+    """MLX's own runtime for ``.mlxfn`` files (``mx.import_function``)."""
+
+    backend = "mlx"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import mlx.core as mx
+
+        self.path = Path(path)
+        try:
+            self.fn = mx.import_function(str(path))
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"MLX cannot import {path}: {exc}") from exc
+        meta = read_sidecar(path)
+        self.inputs = [IOSpec(**i) for i in meta.get("inputs", [])]
+        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        if not self.inputs:
+            return self.run({f"input_{i}": _as_numpy(a) for i, a in enumerate(args)})
+        return super().__call__(*args, **kwargs)
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import mlx.core as mx
+
+        from .capture import to_mx, to_numpy
+
+        outs = self.fn(*[to_mx(a) for a in feed.values()])
+        mx.eval(outs)
+        return [np.array(to_numpy(o)) for o in outs]
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    side = Path(str(path) + SIDE_SUFFIX)
+    if not side.exists():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read the metadata file {side}: {exc}") from exc
+
+
+RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner}
+
+
+def load(path: str | os.PathLike, **options: Any) -> Runner:
+    """Open an exported artifact with the runtime its suffix names.
+
+    Args:
+        path: an ``.onnx`` or ``.mlxfn`` file.
+        **options: backend options (``threads`` for ONNX Runtime).
+
+    Returns:
+        A Runner: call it with numpy or mx arrays (by position or name); it returns numpy arrays.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"no such artifact: {p}")
+    cls = RUNNERS.get(p.suffix.lower())
+    if cls is None:
+        raise ArtifactError(f"cannot load '{p.name}': unknown suffix '{p.suffix}'; supported: {', '.join(RUNNERS)}")
+    return cls(p, **options)
