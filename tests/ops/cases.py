@@ -141,15 +141,27 @@ def _repro(proto: Any, feed: Sequence[np.ndarray], case: OpCase, dtype: str) -> 
 FAMILIES = ("elementwise", "shape", "index", "linalg", "reduce", "nn", "quant")
 
 
-def all_cases() -> list[OpCase]:
-    """Every OpCase of every family module (tests/ops/test_<family>.py)."""
+def _family_modules() -> list[Any]:
     import importlib
 
-    out: list[OpCase] = []
+    mods = []
     for fam in FAMILIES:
         try:
-            mod = importlib.import_module(f"tests.ops.test_{fam}")
+            mods.append(importlib.import_module(f"tests.ops.test_{fam}"))
         except ModuleNotFoundError:
             continue
-        out.extend(getattr(mod, "CASES", []))
-    return out
+    return mods
+
+
+def all_cases() -> list[OpCase]:
+    """Every OpCase of every family module (tests/ops/test_<family>.py)."""
+    return [c for mod in _family_modules() for c in getattr(mod, "CASES", [])]
+
+
+def covered_primitives() -> set[str]:
+    """Primitives with a parity test: OpCase rows, plus ``IR_CASES`` names for primitives that a
+    Linux CPU trace never yields (fused mx.fast ops), tested with IR nodes built from their state()."""
+    names = {c.primitive for c in all_cases()}
+    for mod in _family_modules():
+        names |= set(getattr(mod, "IR_CASES", ()))
+    return names
