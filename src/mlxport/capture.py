@@ -448,9 +448,39 @@ def capture(
         _check_constants(traces + [check])
     merger = _Merger(symbols, [lv[:2] for lv in levels], keys, verify)
     graph = _build_graph(traces, check, merger, sig, axes, output_names)
+    _name_parameters(graph, fn)
     graph.metadata["source"] = getattr(fn, "__qualname__", type(fn).__name__)
     graph.metadata["mlx_version"] = mx.__version__
     return graph, sig, arrays
+
+
+def _name_parameters(graph: Graph, fn: Callable) -> None:
+    """Name constants after the module parameters they are (``layers.0.mlp.up.weight``)."""
+    if not hasattr(fn, "parameters"):
+        return
+    from mlx.utils import tree_flatten
+
+    by_buffer: dict[tuple, str] = {}
+    for path, arr in tree_flatten(fn.parameters()):
+        if isinstance(arr, mx.array) and arr.size:
+            view = to_numpy(arr)
+            by_buffer.setdefault((view.ctypes.data, view.shape, view.dtype.str), path)
+    taken = set(graph.tensors) | {o.name for o in graph.outputs}
+    renames: dict[str, str] = {}
+    for name, value in graph.constants.items():
+        path = by_buffer.get((value.ctypes.data, value.shape, value.dtype.str)) if value.size else None
+        if path and path not in taken:
+            renames[name] = path
+            taken.add(path)
+    if not renames:
+        return
+    graph.constants = {renames.get(k, k): v for k, v in graph.constants.items()}
+    graph.tensors = {renames.get(k, k): v for k, v in graph.tensors.items()}
+    for old, new in renames.items():
+        graph.tensors[new].name = new
+    for node in graph.nodes:
+        node.inputs = [renames.get(n, n) for n in node.inputs]
+    graph.output_sources = {k: renames.get(v, v) for k, v in graph.output_sources.items()}
 
 
 def _build_graph(traces: list[_Trace], check: _Trace, merger: _Merger, sig: Signature,

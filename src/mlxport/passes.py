@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from .graph import Dim, Graph, Node
 
@@ -52,6 +53,13 @@ def elide_broadcasts(graph: Graph) -> int:
 
 def _elidable(graph: Graph, consumer: Node, out: str, src: str, replace: dict[str, str]) -> bool:
     # AddMM's addend broadcasts too (Gemm's C, or MatMul + Add).
+    if consumer.primitive == "Matmul":
+        # ONNX MatMul broadcasts batch dims like numpy.matmul; the matrix dims must be untouched.
+        src_shape, out_shape = graph.tensors[src].shape, graph.tensors[out].shape
+        if len(src_shape) < 2 or tuple(src_shape[-2:]) != tuple(out_shape[-2:]):
+            return False
+        batches = [tuple(graph.tensors[src if n == out else replace.get(n, n)].shape[:-2]) for n in consumer.inputs]
+        return _broadcast(batches) == tuple(graph.tensors[consumer.outputs[0]].shape[:-2])
     addmm_c = consumer.primitive == "AddMM" and consumer.inputs.index(out) == 2 and consumer.inputs.count(out) == 1
     if consumer.primitive not in NUMPY_BROADCASTING and not addmm_c:
         return False
@@ -63,9 +71,74 @@ def _elidable(graph: Graph, consumer: Node, out: str, src: str, replace: dict[st
     return _broadcast(shapes) == tuple(target)
 
 
-def run_default_passes(graph: Graph) -> Graph:
-    """Apply the rewrites to a copy (the captured graph serves several targets)."""
-    graph = dataclasses.replace(graph, nodes=[dataclasses.replace(n, inputs=list(n.inputs)) for n in graph.nodes])
+def run_default_passes(graph: Graph, *, bfloat16_as_float32: bool = True,
+                       supports: Callable[[str], bool] = lambda _prim: True) -> Graph:
+    """Apply the rewrites to a copy (the captured graph serves several targets).
+
+    ``supports(primitive)`` tells whether the target can lower a fused primitive
+    the passes may introduce (RMSNorm, LayerNorm).
+    """
+    graph = dataclasses.replace(graph, nodes=[dataclasses.replace(n, inputs=list(n.inputs)) for n in graph.nodes],
+                                constants=dict(graph.constants), tensors=dict(graph.tensors))
+    if bfloat16_as_float32:
+        graph = compute_bfloat16_in_float32(graph)
     elide_broadcasts(graph)
+    if supports("RMSNorm") and supports("LayerNorm"):
+        from .fusion import fuse_norms
+
+        fuse_norms(graph)
     return graph
 
+
+
+def compute_bfloat16_in_float32(graph: Graph) -> Graph:
+    """Compute bfloat16 tensors in float32, keeping bfloat16 at the edges and in the weights.
+
+    ONNX Runtime's CPU provider has almost no bfloat16 kernels. The file keeps
+    the bfloat16 inputs, outputs and weights (no size growth); each is cast to
+    float32 where it enters the computation, and explicit ``astype(bfloat16)``
+    rounding in the model is kept as a round trip through bfloat16.
+    """
+    bf16 = "bfloat16"
+    if not any(t.dtype == bf16 for t in graph.tensors.values()):
+        return graph
+    tensors = {k: dataclasses.replace(v) for k, v in graph.tensors.items()}
+    nodes: list[Node] = []
+    replace: dict[str, str] = {}
+
+    def upcast(name: str, index: int) -> str:
+        wide = f"{name}/f32"
+        if wide not in tensors:
+            tensors[wide] = dataclasses.replace(tensors[name], name=wide, dtype="float32")
+            nodes.append(Node(index, "AsType", [name], [wide], ["float32"]))
+        return wide
+
+    sources = {i.name for i in graph.inputs} | set(graph.constants)
+    for node in graph.nodes:
+        ins = []
+        for n in node.inputs:
+            n = replace.get(n, n)
+            if n in sources and tensors[n].dtype == bf16:
+                n = upcast(n, node.index)
+            ins.append(n)
+        if node.primitive == "AsType" and node.arguments and node.arguments[0] == bf16:
+            rounded = node.outputs[0] + "/bf16"
+            tensors[rounded] = dataclasses.replace(tensors[node.outputs[0]], name=rounded, dtype=bf16)
+            nodes.append(Node(node.index, "AsType", ins, [rounded], [bf16]))
+            nodes.append(Node(node.index, "AsType", [rounded], list(node.outputs), ["float32"]))
+            tensors[node.outputs[0]].dtype = "float32"
+            continue
+        args = ["float32" if a == bf16 else a for a in node.arguments]
+        for o in node.outputs:
+            if tensors[o].dtype == bf16:
+                tensors[o].dtype = "float32"
+        nodes.append(Node(node.index, node.primitive, ins, list(node.outputs), args))
+    sources_out = dict(graph.output_sources)
+    for out in graph.outputs:
+        src = replace.get(sources_out[out.name], sources_out[out.name])
+        if out.dtype == bf16 and tensors[src].dtype != bf16:
+            narrow = f"{src}/out_bf16"
+            tensors[narrow] = dataclasses.replace(tensors[src], name=narrow, dtype=bf16)
+            nodes.append(Node(len(graph.nodes), "AsType", [src], [narrow], [bf16]))
+            sources_out[out.name] = narrow
+    return dataclasses.replace(graph, nodes=nodes, tensors=tensors, output_sources=sources_out)

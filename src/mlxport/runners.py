@@ -145,8 +145,17 @@ class OnnxRunner(Runner):
         outs = self.session.run_with_ort_values(None, values)
         result = []
         for spec, o in zip(self.outputs, outs):
-            arr = o.numpy()
-            result.append(arr.view(_np_dtype("bfloat16")) if spec.dtype == "bfloat16" and arr.dtype == np.uint16 else arr)
+            if spec.dtype != "bfloat16":
+                result.append(o.numpy())
+                continue
+            # No numpy type for bfloat16 outputs either: copy the raw bits out of the OrtValue.
+            import ctypes
+
+            shape = tuple(o.shape())
+            count = int(np.prod(shape, dtype=np.int64))
+            raw = (ctypes.c_uint16 * count).from_address(o.data_ptr()) if count else []
+            bits = np.array(raw, dtype=np.uint16).reshape(shape)
+            result.append(bits.view(_np_dtype("bfloat16")))
         return result
 
 

@@ -86,7 +86,7 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
         raise UnsupportedArgumentError(
             f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}; got {opset}")
     check_supported(graph, opset)
-    graph = run_default_passes(graph)
+    graph = run_default_passes(graph, supports=lambda prim: lookup(prim, opset) is not None)
     ctx = ConvertContext(graph, opset)
     for inp in graph.inputs:
         ctx.values[inp.name] = inp.name

@@ -207,6 +207,25 @@ def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
     return changed
 
 
+def peephole(ctx: ConvertContext) -> int:
+    """Rewrite small patterns to the op a hand-written graph would use (Max(x, 0) -> Relu)."""
+    changed = 0
+    for node in ctx.nodes:
+        if node.op_type == "Max" and len(node.input) == 2:
+            for keep, other in ((0, 1), (1, 0)):
+                init = ctx.initializers.get(node.input[other])
+                if init is not None and init.size == 1 and init.dtype.kind == "f" and float(init.value().reshape(-1)[0]) == 0.0:
+                    x = node.input[keep]
+                    # Relu keeps x's shape; only valid when the constant does not broadcast x up.
+                    if len(init.shape) <= 1:
+                        node.op_type = "Relu"
+                        del node.input[:]
+                        node.input.append(x)
+                        changed += 1
+                    break
+    return changed
+
+
 def eliminate_dead_code(ctx: ConvertContext, outputs: list[str]) -> int:
     live = set(outputs)
     keep: list[onnx.NodeProto] = []
@@ -225,7 +244,7 @@ def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
     for _ in range(8):
         stats["dead"] += eliminate_dead_code(ctx, outputs)
         f = fold_constants(ctx, _use_counts(ctx.nodes, outputs))
-        c = cancel_layout_chains(ctx, outputs)
+        c = cancel_layout_chains(ctx, outputs) + peephole(ctx)
         stats["folded"] += f
         stats["layout"] += c
         if not f and not c:
