@@ -82,7 +82,10 @@ def run_default_passes(graph: Graph, *, bfloat16_as_float32: bool = True,
                                 constants=dict(graph.constants), tensors=dict(graph.tensors))
     if bfloat16_as_float32:
         graph = compute_bfloat16_in_float32(graph)
+    dedupe_small_constants(graph)
+    eliminate_common_subexpressions(graph)
     elide_broadcasts(graph)
+    collapse_flattened_matmuls(graph)
     if supports("RMSNorm") and supports("LayerNorm"):
         from .fusion import fuse_norms
 
@@ -142,3 +145,100 @@ def compute_bfloat16_in_float32(graph: Graph) -> Graph:
             nodes.append(Node(len(graph.nodes), "AsType", [src], [narrow], [bf16]))
             sources_out[out.name] = narrow
     return dataclasses.replace(graph, nodes=nodes, tensors=tensors, output_sources=sources_out)
+
+
+def dedupe_small_constants(graph: Graph, max_elements: int = 64) -> int:
+    """Merge small constants with equal values (MLX makes a new scalar per use, e.g. eps per layer)."""
+    seen: dict[tuple, str] = {}
+    replace: dict[str, str] = {}
+    for name, value in graph.constants.items():
+        if value.size > max_elements:
+            continue
+        key = (value.dtype.str, value.dtype.name, value.shape, value.tobytes())
+        if key in seen:
+            replace[name] = seen[key]
+        else:
+            seen[key] = name
+    if replace:
+        for node in graph.nodes:
+            node.inputs = [replace.get(n, n) for n in node.inputs]
+        graph.output_sources = {k: replace.get(v, v) for k, v in graph.output_sources.items()}
+    return len(replace)
+
+
+def _freeze(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def eliminate_common_subexpressions(graph: Graph) -> int:
+    """Merge nodes with the same primitive, inputs and arguments (RoPE tables per layer...)."""
+    seen: dict[tuple, Node] = {}
+    replace: dict[str, str] = {}
+    keep: list[Node] = []
+    for node in graph.nodes:
+        node.inputs = [replace.get(n, n) for n in node.inputs]
+        key = (node.primitive, tuple(node.inputs), repr(_freeze(node.arguments)), len(node.outputs))
+        twin = seen.get(key)
+        if twin is not None and all(graph.tensors[a].dtype == graph.tensors[b].dtype
+                                    for a, b in zip(node.outputs, twin.outputs)):
+            replace.update(zip(node.outputs, twin.outputs))
+            continue
+        seen[key] = node
+        keep.append(node)
+    graph.nodes = keep
+    graph.output_sources = {k: replace.get(v, v) for k, v in graph.output_sources.items()}
+    return len(replace)
+
+
+def collapse_flattened_matmuls(graph: Graph) -> int:
+    """Flatten(x) -> Matmul/AddMM(., W) -> Unflatten  ==>  Matmul/AddMM(x, W) on the full rank.
+
+    ``nn.Linear`` on a [B, L, D] input flattens to 2-D around the product; ONNX
+    MatMul takes the batched input directly (as torch.onnx emits it).
+    """
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    users = graph.consumers()
+    outputs = set(graph.output_sources.values())
+    drop: set[int] = set()
+    changed = 0
+    for unflat in graph.nodes:
+        if unflat.primitive != "Unflatten" or int(unflat.arguments[0]) != 0:
+            continue
+        mm = producer.get(unflat.inputs[0])
+        if mm is None or mm.primitive not in ("Matmul", "AddMM") or len(users.get(mm.outputs[0], [])) != 1:
+            continue
+        flat = producer.get(mm.inputs[0])
+        if flat is None or flat.primitive != "Flatten":
+            continue
+        if mm.outputs[0] in outputs or flat.outputs[0] in outputs:
+            continue
+        src = graph.tensors[flat.inputs[0]]
+        w = graph.tensors[mm.inputs[1]]
+        out = graph.tensors[unflat.outputs[0]]
+        if w.rank != 2 or src.rank != out.rank or tuple(src.shape[:-1]) != tuple(out.shape[:-1]):
+            continue
+        if mm.primitive == "AddMM" and graph.tensors[mm.inputs[2]].rank > 1:
+            continue
+        mm.inputs[0] = flat.inputs[0]
+        mm.outputs[0] = unflat.outputs[0]
+        drop.add(id(unflat))
+        changed += 1
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    if changed:
+        remove_dead_nodes(graph)
+    return changed
+
+
+def remove_dead_nodes(graph: Graph) -> int:
+    """Drop nodes none of whose outputs is used (MLX primitives have no side effects)."""
+    live = set(graph.output_sources.values())
+    keep: list[Node] = []
+    for node in reversed(graph.nodes):
+        if any(o in live for o in node.outputs):
+            keep.append(node)
+            live.update(node.inputs)
+    dropped = len(graph.nodes) - len(keep)
+    graph.nodes = keep[::-1]
+    return dropped
