@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 
 from .capture import Signature, capture, to_mx, to_numpy
-from .errors import ArtifactError, CaptureError
+from .errors import ArtifactError, CaptureError, ValidationError
 from .graph import Graph, SymExpr
 from .runners import SIDE_SUFFIX, IOSpec, load, read_sidecar
 from .validate import Report, raise_if_failed, validate
@@ -33,10 +33,30 @@ def _resolve_source(fn_or_module: Any) -> Callable:
         names = [i["name"] for i in meta.get("inputs", [])]
 
         def from_mlxfn(*args: mx.array) -> Any:
-            out = imported(*args)
+            try:
+                out = imported(*args)
+            except ValueError as exc:
+                if "No imported function found" not in str(exc):
+                    raise
+                raise CaptureError(
+                    f"{path.name} holds fixed-shape traces that do not accept inputs of shapes "
+                    f"{', '.join(str(list(a.shape)) for a in args)}. Export the ONNX file with the example's "
+                    "shapes (no dynamic_axes), or export again from the Python model (dynamic axes work there)"
+                ) from None
             return out[0] if len(out) == 1 else tuple(out)
 
+        def warm_up(example_args: Sequence[Any]) -> None:
+            # The imported weights are lazy Load primitives that a trace cannot
+            # record; one evaluation materializes them.
+            args = example_args if isinstance(example_args, (tuple, list)) else (example_args,)
+            try:
+                mx.eval(imported(*[to_mx(a) for a in args]))
+            except (RuntimeError, ValueError) as exc:
+                shapes = ", ".join(str(list(np.shape(a))) for a in args)
+                raise CaptureError(f"{path.name} does not accept inputs of shapes {shapes}: {exc}") from exc
+
         from_mlxfn.__qualname__ = path.name
+        from_mlxfn.__mlxport_warm_up__ = warm_up  # type: ignore[attr-defined]
         from_mlxfn.__mlxport_input_names__ = names  # type: ignore[attr-defined]
         from_mlxfn.__mlxport_output_names__ = [o["name"] for o in meta.get("outputs", [])]  # type: ignore[attr-defined]
         return from_mlxfn
@@ -121,6 +141,8 @@ def export(
     if output_names is None and getattr(fn, "__mlxport_output_names__", None):
         output_names = fn.__mlxport_output_names__  # type: ignore[attr-defined]
     start = time.perf_counter()
+    if getattr(fn, "__mlxport_warm_up__", None):
+        fn.__mlxport_warm_up__(example_args)  # type: ignore[attr-defined]
     say("capturing the graph")
     graph, sig, arrays = capture(fn, example_args, input_names=input_names, output_names=output_names,
                                  dynamic_axes=dynamic_axes)
@@ -153,7 +175,16 @@ def export(
         report.validated = True
     write_sidecar(path, graph, report)
     if validate:
-        raise_if_failed(report.runs)
+        try:
+            raise_if_failed(report.runs)
+        except ValidationError as exc:
+            if fmt == "MLX" and graph.dynamic_axes:
+                raise type(exc)(
+                    f"{exc}\nMLX's shapeless export (needed for dynamic axes in .mlxfn) computes wrong results "
+                    "for some primitives at other sizes (e.g. AddMM from nn.Linear; mlx issues #2596, #2607). "
+                    "Export the .mlxfn without dynamic_axes (fixed shapes), or export to .onnx, whose dynamic "
+                    "axes mlxport derives itself.", exc.report) from None
+            raise
     return report
 
 
