@@ -94,7 +94,9 @@ def fold_constants(ctx: ConvertContext, uses: dict[str, int]) -> int:
         if any(uses.get(n, 0) > 1 for n, i in zip(inputs, inits) if i.size > _SMALL):
             keep.append(node)
             continue
-        if big and node.op_type == "Cast" and _np_dtype(_attrs(node)["to"]).itemsize > inits[0].dtype.itemsize:
+        if (node.op_type == "Cast" and inits[0].size > 64
+                and _np_dtype(_attrs(node)["to"]).itemsize > inits[0].dtype.itemsize):
+            # A widening cast of a weight would grow the file; the runtime folds it at load time.
             keep.append(node)
             continue
         if big:

@@ -1,0 +1,1 @@
+"""Export targets: one module per format (onnx.py; more formats join here)."""
