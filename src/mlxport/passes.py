@@ -86,10 +86,14 @@ def run_default_passes(graph: Graph, *, bfloat16_as_float32: bool = True,
     eliminate_common_subexpressions(graph)
     elide_broadcasts(graph)
     collapse_flattened_matmuls(graph)
-    if supports("RMSNorm") and supports("LayerNorm"):
-        from .fusion import fuse_norms
+    from .fusion import fuse_attention, fuse_norms, fuse_rope
 
+    if supports("RMSNorm") and supports("LayerNorm"):
         fuse_norms(graph)
+    if supports("RoPE"):
+        fuse_rope(graph)
+    if supports("ScaledDotProductAttention"):
+        fuse_attention(graph)
     return graph
 
 
