@@ -280,8 +280,9 @@ def _theta(v: _View, theta: str, half: int, seq: Any) -> tuple[str, float, float
         if ramp is None or list(ramp.arguments) != [0.0, float(-half), -1.0]:
             return None
         return offset, scale, _base_from_slope(split[1], half), None
-    if inv in v.graph.constants and tuple(v.graph.tensors[inv].shape) == (half,):
-        return offset, scale, None, inv
+    div = v.node(inv, "Divide")
+    if div is not None and v.scalar(div.inputs[0]) == 1.0 and tuple(v.graph.tensors[div.inputs[1]].shape) == (half,):
+        return offset, scale, None, div.inputs[1]
     return None
 
 
@@ -343,13 +344,6 @@ def fuse_rope(graph: Graph) -> int:
             continue
         offset, scale, base, freqs = params
         inputs = [x, offset] + ([freqs] if freqs is not None else [])
-        if freqs is not None:
-            # MLX's fused RoPE takes the frequencies and uses their inverse.
-            inv = graph.constants[freqs].astype(np.float32)
-            name = f"{freqs}/freqs"
-            graph.constants[name] = (1.0 / inv).astype(np.float32)
-            graph.tensors[name] = TensorInfo(name, (half,), "float32")
-            inputs[2] = name
         fused = Node(out_node.index, "RoPE", inputs, list(out_node.outputs),
                      [None, dims, traditional, base if base is not None else 0.0, float(scale), True])
         replaced[id(out_node)] = fused
