@@ -11,8 +11,7 @@ from .graph import Dim, Graph, Node
 NUMPY_BROADCASTING = {
     "Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "Power", "Remainder",
     "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd",
-    "LogicalOr", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "LogAddExp", "ArcTan2", "Select",
-    "LeftShift", "RightShift", "FloorDivide",
+    "LogicalOr", "BitwiseBinary", "LogAddExp", "ArcTan2", "Select", "FloorDivide", "DivMod",
 }
 
 
