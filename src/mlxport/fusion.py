@@ -1,4 +1,9 @@
-"""Fold the decompositions of mx.fast norms back into fused RMSNorm / LayerNorm nodes.
+"""Fold the decompositions of mx.fast ops back into fused RMSNorm / LayerNorm / RoPE / attention nodes.
+
+Fused nodes carry the arguments a Mac-GPU trace gives (``state()`` without its
+leading fallback placeholder): RMSNorm/LayerNorm ``[eps]``, RoPE ``[dims,
+traditional, base, scale, forward]``, ScaledDotProductAttention ``[scale,
+do_causal, has_sinks, output_logsumexp, force_fused]``.
 
 A Linux CPU trace spells ``mx.fast.rms_norm`` as Square, Reduce, Multiply,
 Add, rsqrt, Multiply...; a Mac GPU trace keeps one ``RMSNorm`` primitive. We
@@ -129,7 +134,7 @@ def fuse_norms(graph: Graph) -> int:
             continue
         w = weight or _add_scalar(graph, 1.0, x_info.dtype)
         inputs = [x, w] if kind == "RMSNorm" else [x, w, bias or _add_scalar(graph, 0.0, x_info.dtype)]
-        fused = Node(rs.index, kind, inputs, [out], [None, eps])
+        fused = Node(rs.index, kind, inputs, [out], [eps])
         for n in nodes:
             drop.add(id(n))
         new_nodes[id(tail[-1] if tail else mul)] = fused
@@ -345,7 +350,7 @@ def fuse_rope(graph: Graph) -> int:
         offset, scale, base, freqs = params
         inputs = [x, offset] + ([freqs] if freqs is not None else [])
         fused = Node(out_node.index, "RoPE", inputs, list(out_node.outputs),
-                     [None, dims, traditional, base if base is not None else 0.0, float(scale), True])
+                     [dims, traditional, base if base is not None else 0.0, float(scale), True])
         replaced[id(out_node)] = fused
         count += 1
     if count:
@@ -386,7 +391,7 @@ def fuse_attention(graph: Graph) -> int:
             continue
         out_node, inputs, scale, causal = match
         replaced[id(out_node)] = Node(out_node.index, "ScaledDotProductAttention", inputs, list(out_node.outputs),
-                                      [None, scale, causal, False, False])
+                                      [scale, causal, False, False, False])
         count += 1
     if count:
         graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
