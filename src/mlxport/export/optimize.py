@@ -209,9 +209,137 @@ def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
     return changed
 
 
+_UNARY_ELEMENTWISE = {
+    "Relu", "Sigmoid", "Tanh", "Neg", "Exp", "Log", "Abs", "Sqrt", "Reciprocal", "Erf", "Cast", "Sin", "Cos",
+    "Softplus", "Floor", "Ceil", "Round", "Sign", "Not", "Identity", "LeakyRelu", "Elu", "HardSigmoid",
+}
+_BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu"}
+
+
+def _perm_of(node: onnx.NodeProto) -> list[int]:
+    return list(_attrs(node).get("perm", []))
+
+
+def sink_transposes(ctx: ConvertContext, outputs: list[str]) -> int:
+    """Move a Transpose below the elementwise ops it feeds, so that it meets its inverse.
+
+    Convolutions run channels-first inside an NHWC model: Transpose, Conv,
+    Transpose, then bias/ReLU/BatchNorm... Sinking the trailing Transpose
+    through those ops (transposing their constants instead) lets it cancel
+    against the next convolution's leading Transpose.
+    """
+    moved = 0
+    out_set = set(outputs)
+    for _ in range(64):
+        uses = _use_counts(ctx.nodes, outputs)
+        users: dict[str, list[onnx.NodeProto]] = {}
+        for n in ctx.nodes:
+            for i in n.input:
+                users.setdefault(i, []).append(n)
+        step = False
+        for t in list(ctx.nodes):
+            if t.op_type != "Transpose" or t.output[0] in out_set or uses.get(t.output[0], 0) != 1:
+                continue
+            perm = _perm_of(t)
+            consumer = users.get(t.output[0], [None])[0]
+            if not perm or consumer is None or len(consumer.output) != 1:
+                continue
+            if consumer.op_type in _UNARY_ELEMENTWISE and len(consumer.input) == 1:
+                pass
+            elif consumer.op_type in _BINARY_ELEMENTWISE and len(consumer.input) == 2:
+                other = consumer.input[1 - list(consumer.input).index(t.output[0])]
+                init = ctx.initializers.get(other)
+                if init is None or len(init.shape) > len(perm) or list(consumer.input).count(t.output[0]) != 1:
+                    continue
+                if init.size != 1 or len(init.shape) > 1:
+                    # A scalar broadcasts the same in either layout; anything else is re-laid out.
+                    inverse = [perm.index(i) for i in range(len(perm))]
+                    value = init.value().reshape((1,) * (len(perm) - len(init.shape)) + tuple(init.shape))
+                    moved_value = np.ascontiguousarray(np.transpose(value, inverse))
+                    name = ctx.fresh("sunk")
+                    ctx.initializers[name] = Initializer(moved_value.shape, moved_value.dtype, moved_value)
+                    consumer.input[list(consumer.input).index(other)] = name
+            else:
+                continue
+            # consumer(T(x)) -> T(consumer(x)): rewire, then move T after the consumer.
+            x = t.input[0]
+            result = consumer.output[0]
+            inner = ctx.fresh("pre_t")
+            consumer.input[list(consumer.input).index(t.output[0])] = x
+            consumer.output[0] = inner
+            t.input[0] = inner
+            t.output[0] = result
+            ctx.nodes.remove(t)
+            ctx.nodes.insert(ctx.nodes.index(consumer) + 1, t)
+            moved += 1
+            step = True
+        if not step:
+            break
+    return moved
+
+
+def drop_unit_axis_round_trips(ctx: ConvertContext, outputs: list[str]) -> int:
+    """Unsqueeze(x, A) -> Reduce*(axes within A, keepdims) -> Squeeze(A) is x: remove the chain."""
+    prod = _producers(ctx.nodes)
+    changed = 0
+    for node in list(ctx.nodes):
+        if not node.op_type.startswith("Reduce") or node.output[0] in outputs:
+            continue
+        unsq = prod.get(node.input[0])
+        if unsq is None or unsq.op_type != "Unsqueeze" or len(unsq.input) < 2:
+            continue
+        added = ctx.const_value(unsq.input[1])
+        axes = ctx.const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else _attrs(node).get("axes")
+        if added is None or axes is None or not _attrs(node).get("keepdims", 1):
+            continue
+        if set(int(a) for a in np.asarray(axes).reshape(-1)) <= set(int(a) for a in added.reshape(-1)):
+            _rewire(ctx.nodes, node.output[0], node.input[0])
+            changed += 1
+    for node in list(ctx.nodes):
+        if node.op_type != "Squeeze" or len(node.input) < 2 or node.output[0] in outputs:
+            continue
+        unsq = _producers(ctx.nodes).get(node.input[0])
+        if unsq is None or unsq.op_type != "Unsqueeze" or len(unsq.input) < 2:
+            continue
+        a, b = ctx.const_value(node.input[1]), ctx.const_value(unsq.input[1])
+        if a is not None and b is not None and sorted(a.reshape(-1).tolist()) == sorted(b.reshape(-1).tolist()):
+            _rewire(ctx.nodes, node.output[0], unsq.input[0])
+            changed += 1
+    return changed
+
+
+def _conv_bias(ctx: ConvertContext) -> int:
+    """Conv(x, W) + b[1, C, 1...] -> Conv(x, W, b): the bias add joins the convolution."""
+    uses = _use_counts(ctx.nodes, [])
+    users: dict[str, onnx.NodeProto] = {i: n for n in ctx.nodes for i in n.input}
+    changed = 0
+    for conv in ctx.nodes:
+        if conv.op_type != "Conv" or len(conv.input) > 2 or uses.get(conv.output[0], 0) != 1:
+            continue
+        add = users.get(conv.output[0])
+        if add is None or add.op_type != "Add":
+            continue
+        other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
+        init = ctx.initializers.get(other)
+        weight = ctx.initializers.get(conv.input[1])
+        if init is None or weight is None or init.dtype != weight.dtype or len(init.shape) < 2:
+            continue
+        channels = init.shape[1]
+        if (any(d != 1 for i, d in enumerate(init.shape) if i != 1) or len(init.shape) != len(weight.shape)
+                or channels != weight.shape[0]):
+            continue
+        bias = init.value().reshape(channels)
+        name = ctx.fresh("conv_bias")
+        ctx.initializers[name] = Initializer((channels,), bias.dtype, np.ascontiguousarray(bias))
+        conv.input.append(name)
+        _rewire(ctx.nodes, add.output[0], conv.output[0])
+        changed += 1
+    return changed
+
+
 def peephole(ctx: ConvertContext) -> int:
     """Rewrite small patterns to the op a hand-written graph would use (Max(x, 0) -> Relu)."""
-    changed = 0
+    changed = _conv_bias(ctx)
     for node in ctx.nodes:
         if node.op_type == "Max" and len(node.input) == 2:
             for keep, other in ((0, 1), (1, 0)):
@@ -246,7 +374,8 @@ def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
     for _ in range(8):
         stats["dead"] += eliminate_dead_code(ctx, outputs)
         f = fold_constants(ctx, _use_counts(ctx.nodes, outputs))
-        c = cancel_layout_chains(ctx, outputs) + peephole(ctx)
+        c = (sink_transposes(ctx, outputs) + cancel_layout_chains(ctx, outputs)
+             + drop_unit_axis_round_trips(ctx, outputs) + peephole(ctx))
         stats["folded"] += f
         stats["layout"] += c
         if not f and not c:
