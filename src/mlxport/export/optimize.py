@@ -78,13 +78,14 @@ def _evaluate(node: onnx.NodeProto, args: list[np.ndarray]) -> np.ndarray | None
 _FOLDABLE = {"Identity", "Transpose", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Div", *_UNARY, *_BINARY}
 
 
-def fold_constants(ctx: ConvertContext, uses: dict[str, int]) -> int:
+def fold_constants(ctx: ConvertContext, uses: dict[str, int], outputs: set[str] = frozenset()) -> int:
     """Evaluate nodes whose inputs are all constants into (lazy) initializers."""
     folded = 0
     keep: list[onnx.NodeProto] = []
     for node in ctx.nodes:
         inputs = [n for n in node.input if n]
-        if (node.op_type not in _FOLDABLE or len(node.output) != 1 or not inputs
+        # A graph output must stay a node output (an initializer cannot be one).
+        if (node.op_type not in _FOLDABLE or len(node.output) != 1 or not inputs or node.output[0] in outputs
                 or not all(n in ctx.initializers for n in inputs)):
             keep.append(node)
             continue
@@ -111,6 +112,7 @@ def fold_constants(ctx: ConvertContext, uses: dict[str, int]) -> int:
             if value is None:
                 keep.append(node)
                 continue
+            value = np.asarray(value)  # numpy ufuncs return scalars for 0-d inputs
             ctx.initializers[node.output[0]] = Initializer(value.shape, value.dtype, value)
         for n in inputs:
             uses[n] = uses.get(n, 0) - 1
@@ -141,7 +143,7 @@ def _deferred(node: onnx.NodeProto, inits: list[Initializer]) -> Callable[[], np
     def make() -> np.ndarray:
         out = _evaluate(node, [i.value() for i in inits])
         assert out is not None
-        return out
+        return np.asarray(out)
 
     return make
 
@@ -194,10 +196,18 @@ def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
                     removed.add(id(first))
                     perm = composed
                     changed += 1
-            if perm and perm == sorted(perm) and node.output[0] not in out_set:
-                _rewire(ctx.nodes, node.output[0], node.input[0])
-                removed.add(id(node))
-                changed += 1
+            if perm and perm == sorted(perm):
+                src = node.input[0]
+                if node.output[0] not in out_set:
+                    _rewire(ctx.nodes, node.output[0], src)
+                    removed.add(id(node))
+                    changed += 1
+                elif src in prod and id(prod[src]) not in removed and uses.get(src, 0) == 1 and src not in out_set:
+                    # An identity Transpose at a graph output: let the producer write the output.
+                    producer = prod[src]
+                    producer.output[list(producer.output).index(src)] = node.output[0]
+                    removed.add(id(node))
+                    changed += 1
         elif op == "Reshape" and first is not None and first.op_type == "Reshape" \
                 and id(first) not in removed and uses.get(first.output[0], 0) == 1:
             shape = ctx.const_value(node.input[1])
@@ -373,7 +383,7 @@ def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
     stats = {"folded": 0, "layout": 0, "dead": 0}
     for _ in range(8):
         stats["dead"] += eliminate_dead_code(ctx, outputs)
-        f = fold_constants(ctx, _use_counts(ctx.nodes, outputs))
+        f = fold_constants(ctx, _use_counts(ctx.nodes, outputs), set(outputs))
         c = (sink_transposes(ctx, outputs) + cancel_layout_chains(ctx, outputs)
              + drop_unit_axis_round_trips(ctx, outputs) + peephole(ctx))
         stats["folded"] += f

@@ -239,6 +239,8 @@ class ConvertContext:
             if coef.denominator != 1 or term is None:
                 if term is None:
                     term_val = self.const([int(coef.numerator)], np.int64)
+                elif coef.numerator == 1:
+                    term_val = term
                 else:
                     term_val = self.make("Mul", [term, self.const([int(coef.numerator)], np.int64)])
                 if coef.denominator != 1:
