@@ -1,9 +1,16 @@
-"""Matrix products: Matmul, AddMM (Gemm where it fits)."""
+"""Matrix products: Matmul, AddMM (Gemm where it fits), GatherMM, BlockMaskedMM."""
 
 from __future__ import annotations
 
-from ..graph import Node
-from .registry import ConvertContext, onnx_op
+from typing import Sequence
+
+import numpy as np
+
+from ..graph import Dim, Node, SymExpr, TensorInfo
+from .registry import ConvertContext, args_error, onnx_op, static_ints
+
+# Primitives that only relabel the axes of a row-major array (order of elements kept).
+_PURE_RESHAPES = {"Reshape", "ExpandDims", "Squeeze", "Flatten", "Unflatten"}
 
 
 def _untransposed(ctx: ConvertContext, name: str) -> str | None:
@@ -16,27 +23,69 @@ def _untransposed(ctx: ConvertContext, name: str) -> str | None:
     return None
 
 
+def ir_producer(ctx: ConvertContext, name: str) -> Node | None:
+    """The IR node whose output is ``name`` (None for inputs and constants)."""
+    for node in ctx.graph.nodes:
+        if name in node.outputs:
+            return node
+    return None
+
+
+def _shared_weight_transpose(ctx: ConvertContext, node: Node) -> str | None:
+    """The constant W when input 1 is W.T and W has other users (a tied embedding)."""
+    prod = ir_producer(ctx, node.inputs[1])
+    if prod is None or prod.primitive != "Transpose" or list(prod.arguments[0]) != [1, 0]:
+        return None
+    src = prod.inputs[0]
+    if src not in ctx.graph.constants or sum(n.inputs.count(src) for n in ctx.graph.nodes) < 2:
+        return None
+    return ctx.values[src]
+
+
+def _static_kn(a: TensorInfo, b: TensorInfo) -> bool:
+    return a.rank > 2 and b.rank == 2 and not isinstance(a.shape[-1], SymExpr) and not isinstance(b.shape[-1], SymExpr)
+
+
+def _gemm_batched(ctx: ConvertContext, a: str, rank: int, k: int, w: str, n: int, c: str | None = None,
+                  **attrs: float) -> str:
+    """[..., K] x W[N, K]^T via Reshape to 2-D, Gemm(transB) and Reshape back."""
+    flat = ctx.make("Reshape", [a, ctx.const(np.array([-1, k], np.int64))])
+    out = ctx.make("Gemm", [flat, w] + ([c] if c is not None else []), transB=1, **attrs)
+    lead = ctx.make("Shape", [a], start=0, end=rank - 1)
+    return ctx.make("Reshape", [out, ctx.make("Concat", [lead, ctx.const(np.array([n], np.int64))], axis=0)])
+
+
 @onnx_op("Matmul")
 def convert_matmul(ctx: ConvertContext, node: Node) -> list[str]:
-    """Matmul(a, b) -> ONNX MatMul (Gemm with transB for a 2-D weight transpose)."""
+    """Matmul(a, b) -> ONNX MatMul (Gemm with transB for a 2-D transposed operand)."""
     a, b = ctx.input(node, 0), ctx.input(node, 1)
-    if ctx.in_info(node, 0).rank == 2 and ctx.in_info(node, 1).rank == 2:
+    a_info, b_info = ctx.in_info(node, 0), ctx.in_info(node, 1)
+    if a_info.rank == 2 and b_info.rank == 2:
         src = _untransposed(ctx, b)
-        if src is not None and ctx.is_const(src):
+        if src is not None:
             return [ctx.make("Gemm", [a, src], transB=1)]
+    shared = _shared_weight_transpose(ctx, node) if _static_kn(a_info, b_info) else None
+    if shared is not None:
+        # Folding W.T would store the tied weight twice; Gemm reads it transposed in place.
+        return [_gemm_batched(ctx, a, a_info.rank, int(a_info.shape[-1]), shared, int(b_info.shape[-1]))]
     return [ctx.make("MatMul", [a, b])]
 
 
 @onnx_op("AddMM")
 def convert_addmm(ctx: ConvertContext, node: Node) -> list[str]:
-    """AddMM(a, b, c) [alpha, beta] -> ONNX Gemm (2-D) or MatMul + Add."""
+    """AddMM(a, b, c) [alpha, beta] -> ONNX Gemm (2-D, or [..., K] reshaped) or MatMul + Mul + Add."""
     alpha, beta = (float(v) for v in node.arguments[:2])
     a, b, c = (ctx.input(node, i) for i in range(3))
-    if ctx.in_info(node, 0).rank == 2 and ctx.in_info(node, 1).rank == 2 and ctx.in_info(node, 2).rank <= 2:
+    a_info, b_info, c_rank = ctx.in_info(node, 0), ctx.in_info(node, 1), ctx.in_info(node, 2).rank
+    if a_info.rank == 2 and b_info.rank == 2 and c_rank <= 2:
         src = _untransposed(ctx, b)
         if src is not None:
             return [ctx.make("Gemm", [a, src, c], alpha=alpha, beta=beta, transB=1)]
         return [ctx.make("Gemm", [a, b, c], alpha=alpha, beta=beta)]
+    shared = _shared_weight_transpose(ctx, node) if _static_kn(a_info, b_info) and c_rank <= 1 else None
+    if shared is not None:
+        return [_gemm_batched(ctx, a, a_info.rank, int(a_info.shape[-1]), shared, int(b_info.shape[-1]), c,
+                              alpha=alpha, beta=beta)]
     dtype = ctx.out_info(node).dtype
     prod = ctx.make("MatMul", [a, b])
     if alpha != 1.0:
@@ -44,3 +93,84 @@ def convert_addmm(ctx: ConvertContext, node: Node) -> list[str]:
     if beta != 1.0:
         c = ctx.make("Mul", [c, ctx.const(beta, dtype)])
     return [ctx.make("Add", [prod, c])]
+
+
+# ----------------------------------------------------------------------------
+# Gathered products (mixture of experts)
+# ----------------------------------------------------------------------------
+
+
+def is_batch_iota(ctx: ConvertContext, name: str, batch: Sequence[Dim]) -> bool:
+    """True when index tensor ``name`` is arange(prod(batch)) laid out as ``batch``.
+
+    MLX fills a missing lhs/rhs index with such an iota; then operand[index]
+    is the operand itself and the Gather can go.
+    """
+    if tuple(ctx.graph.tensors[name].shape) != tuple(batch):
+        return False
+    value = ctx.graph.constants.get(name)
+    if value is not None:
+        return bool(np.array_equal(value.reshape(-1), np.arange(value.size)))
+    node = ir_producer(ctx, name)
+    while node is not None and node.primitive in _PURE_RESHAPES:
+        node = ir_producer(ctx, node.inputs[0])
+    if node is None or node.primitive != "Arange" or len(node.arguments) < 3:
+        return False
+    start, _, step = node.arguments[:3]
+    return not isinstance(start, SymExpr) and not isinstance(step, SymExpr) and float(start) == 0 and float(step) == 1
+
+
+def take_batch(ctx: ConvertContext, x: str, shape: Sequence[Dim], index: str) -> str:
+    """Matrices of ``x`` ([..., r, c]) picked from its flattened batch -> index.shape + [r, c]."""
+    flat = ctx.make("Reshape", [x, ctx.shape_tensor([-1, *shape[-2:]])])
+    return ctx.make("Gather", [flat, ctx.cast(ctx.values[index], "int64")], axis=0)
+
+
+def batch_operand(ctx: ConvertContext, node: Node, operand: int, index: int) -> str:
+    """operand[index] for a gathered product: the operand itself when the index is an iota."""
+    info = ctx.in_info(node, operand)
+    if is_batch_iota(ctx, node.inputs[index], info.shape[:-2]):
+        return ctx.input(node, operand)
+    return take_batch(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
+
+
+@onnx_op("GatherMM")
+def convert_gather_mm(ctx: ConvertContext, node: Node) -> list[str]:
+    """GatherMM(a, b, lhs_indices, rhs_indices) [left_sorted, right_sorted] -> ONNX Gather + MatMul."""
+    # Sorting only tells MLX's kernels the indices are grouped; the result is the same.
+    a = batch_operand(ctx, node, 0, 2)
+    b = batch_operand(ctx, node, 1, 3)
+    return [ctx.make("MatMul", [a, b])]
+
+
+def _block_mask(ctx: ConvertContext, node: Node, x: str, mask: int, rows: int, cols: int) -> str:
+    """Apply a block mask ([..., ceil(rows/bs), ceil(cols/bs)]) to x ([..., rows, cols])."""
+    bs = int(node.arguments[0])
+    m = ctx.input(node, mask)
+    m = ctx.make("Gather", [m, ctx.const(np.arange(rows, dtype=np.int64) // bs)], axis=-2)
+    m = ctx.make("Gather", [m, ctx.const(np.arange(cols, dtype=np.int64) // bs)], axis=-1)
+    dtype = ctx.out_info(node).dtype
+    if ctx.in_info(node, mask).dtype == "bool":
+        # MLX skips masked blocks, so a NaN there must not leak through a multiply.
+        return ctx.make("Where", [m, x, ctx.const(0, dtype)])
+    if ctx.in_info(node, mask).dtype != dtype:
+        m = ctx.cast(m, dtype)
+    return ctx.make("Mul", [x, m])
+
+
+@onnx_op("BlockMaskedMM")
+def convert_block_masked_mm(ctx: ConvertContext, node: Node) -> list[str]:
+    """BlockMaskedMM(a, b[, mask_out][, mask_lhs, mask_rhs]) [block_size] -> ONNX Gather + Where/Mul + MatMul."""
+    count = len(node.inputs)
+    if count not in (3, 4, 5):
+        raise args_error(node, f"expects 3, 4 or 5 inputs (a, b and masks); got {count}")
+    m, k = static_ints(node, ctx.in_info(node, 0).shape[-2:], "the matrix dims of a")
+    n = static_ints(node, ctx.in_info(node, 1).shape[-1:], "the matrix dims of b")[0]
+    a, b = ctx.input(node, 0), ctx.input(node, 1)
+    if count in (4, 5):
+        a = _block_mask(ctx, node, a, count - 2, m, k)
+        b = _block_mask(ctx, node, b, count - 1, k, n)
+    out = ctx.make("MatMul", [a, b])
+    if count in (3, 5):
+        out = _block_mask(ctx, node, out, 2, m, n)
+    return [out]
