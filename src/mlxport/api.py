@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 
 from .capture import Signature, capture, to_mx, to_numpy
-from .errors import ArtifactError, CaptureError, ValidationError
+from .errors import ArtifactError, CaptureError
 from .graph import Graph, SymExpr
 from .runners import SIDE_SUFFIX, IOSpec, load, read_sidecar
 from .validate import Report, raise_if_failed, validate
@@ -135,6 +135,11 @@ def export(
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ArtifactError(f"cannot tell the format of '{path.name}': use one of the suffixes {', '.join(FORMATS)}")
+    if fmt == "MLX" and dynamic_axes:
+        raise CaptureError(
+            "dynamic_axes cannot be exported to .mlxfn: that needs MLX's shapeless export, which gives wrong "
+            "results and can corrupt memory at other sizes (mlx issues #2596, #2607). Export the .mlxfn with "
+            "fixed shapes (no dynamic_axes), or export to .onnx, whose dynamic axes mlxport derives and validates")
     fn = _resolve_source(fn_or_module)
     if input_names is None and getattr(fn, "__mlxport_input_names__", None):
         input_names = fn.__mlxport_input_names__  # type: ignore[attr-defined]
@@ -175,16 +180,7 @@ def export(
         report.validated = True
     write_sidecar(path, graph, report)
     if validate:
-        try:
-            raise_if_failed(report.runs)
-        except ValidationError as exc:
-            if fmt == "MLX" and graph.dynamic_axes:
-                raise type(exc)(
-                    f"{exc}\nMLX's shapeless export (needed for dynamic axes in .mlxfn) computes wrong results "
-                    "for some primitives at other sizes (e.g. AddMM from nn.Linear; mlx issues #2596, #2607). "
-                    "Export the .mlxfn without dynamic_axes (fixed shapes), or export to .onnx, whose dynamic "
-                    "axes mlxport derives itself.", exc.report) from None
-            raise
+        raise_if_failed(report.runs)
     return report
 
 
@@ -202,7 +198,7 @@ def _size(path: Path) -> str:
 
 
 def _export_mlxfn(fn: Callable, sig: Signature, arrays: list[mx.array], graph: Graph, path: Path) -> None:
-    """MLX's own format; dynamic axes need MLX's shapeless export (validated at a second size)."""
+    """MLX's own format, at the example's shapes."""
     def flat(*xs: mx.array) -> tuple[mx.array, ...]:
         return sig.call_flat(fn, xs)
 
@@ -210,7 +206,7 @@ def _export_mlxfn(fn: Callable, sig: Signature, arrays: list[mx.array], graph: G
     if path.exists():
         path.unlink()
     try:
-        mx.export_function(str(path), flat, *arrays, shapeless=bool(graph.dynamic_axes))
+        mx.export_function(str(path), flat, *arrays)
     except (RuntimeError, ValueError) as exc:
         raise CaptureError(f"mx.export_function could not write {path}: {exc}") from exc
     inputs, outputs = _io_specs(graph)

@@ -378,6 +378,10 @@ def _is_causal_mask(v: _View, name: str, length: Any) -> bool:
             and list(ar.arguments) == [0.0, length, 1.0])
 
 
+def _finfo_max(dtype: str) -> float:
+    return {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38}[dtype]
+
+
 def fuse_attention(graph: Graph) -> int:
     """Replace decomposed mx.fast.scaled_dot_product_attention by ScaledDotProductAttention nodes."""
     v = _View(graph)
@@ -407,7 +411,9 @@ def _match_attention(v: _View, sm: Node) -> tuple[Node, list[str], float, bool] 
     add = v.node(scores, "Add")
     if select is not None:
         fill = v.scalar(select.inputs[2])
-        if fill is None or fill > -1e30:
+        dtype = v.graph.tensors[select.inputs[2]].dtype
+        # MLX fills masked scores with the lowest finite value of the dtype (-65504 in float16).
+        if fill is None or dtype not in ("float16", "bfloat16", "float32") or fill > -0.5 * _finfo_max(dtype):
             return None
         mask, scores = select.inputs[0], select.inputs[1]
     elif add is not None and v.node(add.inputs[0], "Matmul") is not None:
@@ -453,6 +459,13 @@ def _match_attention(v: _View, sm: Node) -> tuple[Node, list[str], float, bool] 
         val, out_node = ev.inputs[0], flat
     qi, ki, vi = (v.graph.tensors[n] for n in (q, k, val))
     if qi.rank != 4 or ki.rank != 4 or vi.rank != 4:
+        return None
+    if mask is not None and gqa is not None:
+        # With grouped heads MLX splits the mask's head axis like the queries'; undo that.
+        split_mask = v.node(mask, "Unflatten")
+        if split_mask is not None and int(split_mask.arguments[0]) == 1:
+            mask = split_mask.inputs[0]
+    if mask is not None and v.graph.tensors[mask].rank > 4:
         return None
     if mask is not None and v.graph.tensors[mask].dtype == "bool" and _is_causal_mask(v, mask, qi.shape[2]) \
             and qi.shape[2] == ki.shape[2]:
