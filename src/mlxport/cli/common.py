@@ -1,0 +1,395 @@
+"""What the subcommands share: ``module:attr`` targets, ``--input``/``--dynamic`` specs, example data.
+
+Also the two pure functions behind ``mlxport export`` and ``mlxport validate``
+(the CLI modules only parse arguments and call them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError
+from . import UsageError
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
+          "uint8", "uint16", "uint32", "uint64", "bool")
+SUFFIXES = (".onnx", ".mlxfn")
+
+
+# ----------------------------------------------------------------------------
+# module:attr targets
+# ----------------------------------------------------------------------------
+
+
+def _import_module(module: str) -> Any:
+    if module.endswith(".py"):
+        path = Path(module)
+        if not path.is_file():
+            raise UsageError(f"no such Python file: {module}", "Give MODULE:ATTR (importable) or FILE.py:ATTR.")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot import {module} as a Python file")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault(path.stem, mod)
+        spec.loader.exec_module(mod)
+        return mod
+    # Like `python -m`: modules in the current directory are importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        # Only a missing *target* module is a usage error; a missing dependency of it is a failure.
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise UsageError(f"cannot import module '{module}': no module named '{exc.name}'",
+                             "Run from the directory that holds the package, install it, "
+                             "or give a file path: path/to/models.py:build_model.") from exc
+        raise
+
+
+def _is_factory(obj: Callable) -> bool:
+    """A callable that takes no required positional argument is a factory, not the model function."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    for p in params:
+        if p.kind == p.VAR_POSITIONAL:
+            return False
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            return False
+    return True
+
+
+def load_target(spec: str) -> Callable:
+    """Resolve ``module:attr`` to the callable to export (modules in eval mode, parameters evaluated).
+
+    ``attr`` may be an ``nn.Module`` instance, a class or zero-argument factory that returns
+    a module or function, or the function of mx.arrays itself.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"expected MODULE:ATTR (like mypkg.models:build_model); got '{spec}'")
+    mod = _import_module(module_name)
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
+            raise UsageError(f"module '{module_name}' has no attribute '{attr}'",
+                             f"Callables in {module_name}: {', '.join(names) or 'none'}.")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        model: Any = obj
+    elif inspect.isclass(obj) or (callable(obj) and _is_factory(obj)):
+        try:
+            model = obj()
+        except TypeError as exc:
+            raise UsageError(f"'{spec}' could not be called with no arguments: {exc}",
+                             "Point at an nn.Module instance, a zero-argument factory or the function itself.") from exc
+        if not callable(model):
+            raise UsageError(f"'{spec}' returned {type(model).__name__}, not an nn.Module or function")
+    elif callable(obj):
+        model = obj
+    else:
+        raise UsageError(f"'{spec}' is a {type(obj).__name__}, not an nn.Module, factory or function")
+    if isinstance(model, nn.Module):
+        model.eval()
+        mx.eval(model.parameters())
+    return model
+
+
+def parameter_names(fn: Callable) -> list[str]:
+    """The positional parameter names of a callable (for messages)."""
+    try:
+        target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else fn.__call__
+        return [p.name for p in inspect.signature(target).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        return []
+
+
+# ----------------------------------------------------------------------------
+# --input NAME:SHAPE[:DTYPE] and --dynamic NAME:AXIS=SYMBOL
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+def parse_input(spec: str) -> InputSpec:
+    """``x:1x784:float32`` -> InputSpec; SHAPE ``scalar`` (or empty) is a 0-d input."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise UsageError(f"--input must be NAME:SHAPE[:DTYPE] like x:1x784:float32; got '{spec}'")
+    name, shape_text = parts[0], parts[1].strip()
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in DTYPES:
+        raise UsageError(f"--input {spec}: unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    if shape_text in ("", "scalar"):
+        return InputSpec(name, (), dtype)
+    dims = shape_text.lower().split("x")
+    if not all(d.isdigit() for d in dims):
+        raise UsageError(f"--input {spec}: SHAPE must be sizes joined by 'x' like 1x784 (or 'scalar'); "
+                         f"got '{shape_text}'", "Mark a dimension dynamic with --dynamic NAME:AXIS=SYMBOL.")
+    return InputSpec(name, tuple(int(d) for d in dims), dtype)
+
+
+def parse_dynamic(specs: Sequence[str]) -> dict[str, dict[int, str]]:
+    """``["x:0=batch"]`` -> ``{"x": {0: "batch"}}``."""
+    out: dict[str, dict[int, str]] = {}
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        axis_text, eq, symbol = rest.partition("=")
+        try:
+            axis = int(axis_text)
+        except ValueError:
+            axis = None
+        if not sep or not eq or not name or axis is None or not symbol.isidentifier():
+            raise UsageError(f"--dynamic must be NAME:AXIS=SYMBOL like x:0=batch; got '{spec}'")
+        axes = out.setdefault(name, {})
+        if axes.get(axis, symbol) != symbol:
+            raise UsageError(f"--dynamic gives axis {axis} of '{name}' two names: {axes[axis]} and {symbol}")
+        axes[axis] = symbol
+    return out
+
+
+def example_arrays(inputs: Sequence[InputSpec], npz: dict[str, np.ndarray] | None, seed: int) -> list[np.ndarray]:
+    """Example values: from the .npz where given, else random normal floats and zero ints/bools."""
+    from ..ops.registry import numpy_dtype
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec in inputs:
+        if npz is not None and spec.name in npz:
+            arr = npz[spec.name]
+            if tuple(arr.shape) != spec.shape:
+                raise UsageError(f"--example gives '{spec.name}' the shape {list(arr.shape)}, but the input's "
+                                 f"shape is {list(spec.shape)}")
+            out.append(arr.astype(numpy_dtype(spec.dtype)))
+        elif spec.dtype.startswith(("float", "bfloat")):
+            out.append(rng.standard_normal(spec.shape).astype(np.float32).astype(numpy_dtype(spec.dtype)))
+        else:
+            out.append(np.zeros(spec.shape, dtype=numpy_dtype(spec.dtype)))
+    return out
+
+
+def load_npz(path: str | None) -> dict[str, np.ndarray] | None:
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--example {path}: cannot read it as an .npz file ({exc})",
+                         "Write one with numpy.savez(path, x=array, ...), one array per input name.") from exc
+
+
+def progress_printer(quiet: bool = False) -> Callable[[str], None]:
+    """A progress callback: stage messages with the elapsed time, on stderr."""
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def check_suffix(path: str, flag: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(f"{flag} {path}: unknown suffix '{suffix}'; use one of {', '.join(SUFFIXES)}")
+    return suffix
+
+
+# ----------------------------------------------------------------------------
+# mlxport export
+# ----------------------------------------------------------------------------
+
+
+def _inputs_from_mlxfn(source: str) -> list[InputSpec]:
+    from ..runners import read_sidecar
+
+    specs = []
+    for i in read_sidecar(source).get("inputs", []):
+        if not all(isinstance(d, int) for d in i["shape"]):
+            raise UsageError(f"{source} has dynamic input dims {i['shape']}; give the example shapes with --input")
+        specs.append(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]))
+    if not specs:
+        raise UsageError(f"{source} has no {Path(source).name}.mlxport.json beside it to read its inputs from; "
+                         "give them with --input NAME:SHAPE[:DTYPE]")
+    return specs
+
+
+def export_target(
+    target: str,
+    output: str,
+    inputs: Sequence[str] = (),
+    dynamic: Sequence[str] = (),
+    opset: int | None = None,
+    validate: bool = True,
+    atol: float | None = None,
+    rtol: float | None = None,
+    output_names: Sequence[str] | None = None,
+    external_data: bool = False,
+    optimize: bool = True,
+    example: str | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> Any:
+    """Export ``target`` (``module:attr`` or an .mlxfn file) to ``output``; returns the Report."""
+    out_suffix = check_suffix(output, "-o/--output")
+    if out_suffix == ".mlxfn" and opset is not None:
+        raise UsageError("--opset applies to ONNX only, but -o/--output is an .mlxfn file; "
+                         "drop --opset or write a .onnx file")
+    if out_suffix == ".mlxfn" and external_data:
+        raise UsageError("--external-data applies to ONNX only, but -o/--output is an .mlxfn file; "
+                         "drop --external-data or write a .onnx file")
+    if not validate and (atol is not None or rtol is not None):
+        raise UsageError("--atol/--rtol set a validation tolerance, but --no-validate skips validation; "
+                         "use one or the other")
+    say = progress_printer(quiet)
+    npz = load_npz(example)
+    specs = [parse_input(s) for s in inputs]
+    if target.endswith(".onnx"):
+        raise UsageError(f"export reads MLX (a MODULE:ATTR callable or an .mlxfn file); got the ONNX file {target}",
+                         "To check an ONNX file against MLX use `mlxport validate`; to look at it, `mlxport inspect`.")
+    if target.endswith(".mlxfn"):
+        if not Path(target).exists():
+            raise UsageError(f"no such file: {target}")
+        fn: Any = target
+        specs = specs or _inputs_from_mlxfn(target)
+    else:
+        say(f"loading {target}")
+        fn = load_target(target)
+        if not specs and npz:
+            specs = [InputSpec(k, tuple(v.shape), v.dtype.name) for k, v in npz.items()]
+        if not specs:
+            params = parameter_names(fn)
+            raise UsageError("give the example inputs with --input NAME:SHAPE[:DTYPE] (one per array argument, "
+                             "in order) or --example FILE.npz",
+                             f"{target} takes: {', '.join(params) or 'no named parameters'}.")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--input names must be unique; got {', '.join(names)}")
+    dynamic_axes = parse_dynamic(dynamic)
+    unknown = sorted(set(dynamic_axes) - set(names))
+    if unknown:
+        raise UsageError(f"--dynamic names input {', '.join(unknown)}, but the inputs are {', '.join(names)}")
+    arrays = example_arrays(specs, npz, seed)
+    from ..api import export
+
+    return export(fn, tuple(arrays), output, dynamic_axes=dynamic_axes or None, input_names=names,
+                  output_names=list(output_names) if output_names else None, opset=opset, validate=validate,
+                  atol=atol, rtol=rtol, external_data=True if external_data else None, optimize=optimize,
+                  progress=say)
+
+
+# ----------------------------------------------------------------------------
+# mlxport validate
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ArtifactCheck:
+    """The result of checking an artifact against an MLX callable at one or two sizes."""
+
+    path: str
+    target: str
+    backend: str
+    runs: list[Any] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    def __str__(self) -> str:
+        lines = [f"{self.path} ({self.backend}) vs {self.target}: {'OK' if self.ok else 'FAILED'}"]
+        for run in self.runs:
+            lines.append(f" {run.label}:")
+            lines.extend(o.line() for o in run.outputs)
+        return "\n".join(lines)
+
+
+def _artifact_inputs(path: str, runner: Any) -> tuple[list[tuple[str, list[Any], str]], dict[str, int]]:
+    """(name, dims, dtype) per input, where a str dim is a symbol, and the example size of each symbol."""
+    from ..runners import read_sidecar
+
+    meta = read_sidecar(path)
+    examples = {a["symbol"]: int(a["example"]) for a in meta.get("dynamic_axes", [])}
+    if meta.get("inputs"):
+        specs = [(i["name"], list(i["shape"]), i["dtype"]) for i in meta["inputs"]]
+    elif runner.inputs:
+        # ONNX without a sidecar: ONNX Runtime reports unnamed dynamic dims as None.
+        specs = [(i.name, [d if d is not None else f"{i.name}_dim{k}" for k, d in enumerate(i.shape)], i.dtype)
+                 for i in runner.inputs]
+    else:
+        error = ArtifactError(f"{path} has no {Path(path).name}.mlxport.json beside it, so its inputs are unknown")
+        error.hint = "Export it again with mlxport, which writes that file."
+        raise error
+    return specs, examples
+
+
+def validate_artifact(artifact: str, against: str, *, atol: float | None = None, rtol: float | None = None,
+                      example: str | None = None, seed: int = 0) -> ArtifactCheck:
+    """Run ``artifact`` and the MLX callable ``against`` on the same inputs; compare every output.
+
+    Inputs follow the artifact's signature: the example size of each dynamic axis, then a second size.
+    """
+    check_suffix(artifact, "ARTIFACT")
+    import mlx.core as mx
+
+    from ..capture import make_signature
+    from ..runners import load
+    from ..validate import ValidationRun, compare, mlx_reference, random_like, second_size
+
+    runner = load(artifact)
+    fn = load_target(against)
+    specs, examples = _artifact_inputs(artifact, runner)
+    npz = load_npz(example)
+    rng = np.random.default_rng(seed)
+    symbols = {d for _, dims, _ in specs for d in dims if isinstance(d, str)}
+    first = {s: examples.get(s, 1) for s in symbols}
+    for name, dims, _ in specs:
+        # Example values fix the sizes of the dynamic axes they span.
+        arr = (npz or {}).get(name)
+        if arr is not None and arr.ndim == len(dims):
+            first.update({d: int(n) for d, n in zip(dims, arr.shape) if isinstance(d, str)})
+    second = {s: second_size(v) for s, v in first.items()}
+    base = example_arrays([InputSpec(n, tuple(d if isinstance(d, int) else first[d] for d in dims), t)
+                           for n, dims, t in specs], npz, seed)
+    names = [n for n, _, _ in specs]
+    sig, _ = make_signature(fn, tuple(mx.array(0) for _ in names), names)
+    result = ArtifactCheck(artifact, against, runner.backend)
+    runs = [("example sizes", first, base)]
+    if symbols:
+        runs.append(("second sizes", second, [random_like(arr, [d if isinstance(d, int) else second[d] for d in dims],
+                                                          rng) for arr, (_, dims, _) in zip(base, specs)]))
+    for label, binding, feed in runs:
+        expected = mlx_reference(fn, sig, feed)
+        got = runner(*feed)
+        out_names = [o.name for o in runner.outputs] or [f"output_{i}" for i in range(len(got))]
+        if len(expected) != len(got):
+            raise UsageError(f"{against} returns {len(expected)} arrays but {artifact} has {len(got)} outputs "
+                             f"({', '.join(out_names)}); is it the callable the artifact was exported from?")
+        where = ", ".join(f"{k}={v}" for k, v in sorted(binding.items()))
+        result.runs.append(ValidationRun(f"{label}{' (' + where + ')' if where else ''}",
+                                         [compare(n, e, g, rtol, atol) for n, e, g in zip(out_names, expected, got)]))
+    return result

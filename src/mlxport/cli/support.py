@@ -1,0 +1,78 @@
+"""The support table, generated from the translation registry (``mlxport ops`` and docs/ops.md)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+REGENERATE = "mlxport ops --format md --output docs/ops.md"
+
+
+@dataclass
+class Row:
+    primitive: str
+    family: str
+    opsets: str
+    doc: str
+
+
+def _opset_range(start: int, stop: int | None) -> str:
+    if stop is None:
+        return f"{start}+"
+    return str(start) if stop == start else f"{start}-{stop}"
+
+
+def support_rows() -> list[Row]:
+    """One row per reachable (primitive, opset range), sorted by primitive."""
+    from ..export.onnx import MIN_OPSET
+    from ..ops.registry import registrations
+
+    rows = []
+    for primitive, entries in registrations().items():
+        for i, reg in enumerate(entries):
+            nxt = entries[i + 1].since if i + 1 < len(entries) else None
+            start = max(reg.since, MIN_OPSET)
+            stop = None if nxt is None else nxt - 1
+            if stop is not None and stop < start:
+                continue  # shadowed below the lowest opset mlxport writes
+            rows.append(Row(primitive, reg.family, _opset_range(start, stop), reg.doc))
+    return rows
+
+
+def _header(rows: list[Row]) -> tuple[str, str]:
+    from ..export.onnx import DEFAULT_OPSET, MIN_OPSET
+
+    primitives = len({r.primitive for r in rows})
+    families = Counter(r.family for r in {r.primitive: r for r in rows}.values())
+    summary = (f"{primitives} MLX primitives have an ONNX translation "
+               f"({', '.join(f'{f} {n}' for f, n in sorted(families.items()))}).")
+    opsets = (f"mlxport writes ONNX opset {MIN_OPSET} or newer (default {DEFAULT_OPSET}); a primitive has one "
+              "row per opset range where its translation changes.")
+    return summary, opsets
+
+
+def format_support(fmt: str = "text", primitives: list[str] | None = None) -> str:
+    """The table as Markdown (``md``, the docs/ops.md text) or aligned plain text."""
+    rows = support_rows()
+    if primitives:
+        rows = [r for r in rows if r.primitive in primitives]
+    summary, opsets = _header(support_rows())
+    if fmt == "md":
+        lines = ["# Supported MLX primitives", "",
+                 f"Generated from the translation registry by `{REGENERATE}`; do not edit by hand.", "",
+                 summary, opsets, "Each translation's line says what the primitive's `arguments` hold and "
+                 "which ONNX ops it emits. To add one, see [adding_ops.md](adding_ops.md).", "",
+                 "| Primitive | Family | Opsets | Translation |", "|---|---|---|---|"]
+        for r in rows:
+            doc = r.doc.replace("|", "\\|")
+            lines.append(f"| `{r.primitive}` | {r.family} | {r.opsets} | {doc} |")
+        return "\n".join(lines) + "\n"
+    if fmt != "text":
+        raise ValueError(f"format must be 'md' or 'text'; got {fmt!r}")
+    widths = [max([len(h)] + [len(getattr(r, a)) for r in rows])
+              for h, a in (("primitive", "primitive"), ("family", "family"), ("opsets", "opsets"))]
+    head = "  ".join(h.ljust(w) for h, w in zip(("primitive", "family", "opsets"), widths)) + "  translation"
+    lines = [summary, opsets, "", head, "-" * len(head)]
+    for r in rows:
+        lines.append("  ".join(v.ljust(w) for v, w in zip((r.primitive, r.family, r.opsets), widths)) + "  " + r.doc)
+    return "\n".join(lines) + "\n"
