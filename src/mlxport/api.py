@@ -108,6 +108,7 @@ def export(
     rtol: float | None = None,
     external_data: bool | None = None,
     optimize: bool = True,
+    contrib_ops: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Capture an MLX function or module and write it in the format the suffix names.
@@ -125,6 +126,8 @@ def export(
         rtol: relative tolerance (default by dtype).
         external_data: write ONNX weights to a side file (default: only above ~1.8 GB).
         optimize: fold constants and clean layout chains in the ONNX graph.
+        contrib_ops: let ONNX use ONNX Runtime's com.microsoft ops where faster (4-bit MatMulNBits);
+            False keeps to standard ONNX for other runtimes and converters.
         progress: called with a short message at each stage.
 
     Returns:
@@ -161,7 +164,8 @@ def export(
         from .export.onnx import export_onnx
 
         say(f"lowering {len(graph.nodes)} primitives to ONNX")
-        model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize)
+        model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
+                            contrib_ops=contrib_ops)
         report.info["opset"] = model.opset
         report.info["onnx nodes"] = len(model.proto.graph.node)
         report.info["size"] = _size(path)
@@ -180,7 +184,7 @@ def export(
         report.validated = True
     write_sidecar(path, graph, report)
     if validate:
-        raise_if_failed(report.runs)
+        raise_if_failed(report.runs, report)
     return report
 
 

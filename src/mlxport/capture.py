@@ -235,7 +235,8 @@ def _trace(fn: Callable, sig: Signature, arrays: Sequence[mx.array]) -> _Trace:
         except CaptureError:
             raise
         except (ValueError, RuntimeError, TypeError) as exc:
-            shapes = ", ".join(f"{n}: {a.dtype}{list(a.shape)}" for n, a in zip(sig.input_names, arrays))
+            shapes = ", ".join(f"{n}: {dtype_name(a.dtype)}[{','.join(map(str, a.shape))}]"
+                               for n, a in zip(sig.input_names, arrays))
             raise CaptureError(f"tracing the function failed with inputs ({shapes}): {exc}") from exc
     return _Trace(records.get("inputs", []), records.get("outputs", []), records["constants"], records["prims"])
 
@@ -369,7 +370,9 @@ class _Merger:
         if predicted != check:
             raise DynamicShapeError(
                 f"{where} is {values} at sizes {self._sizes()} and {check} at {self.verify}; it is not a "
-                f"polynomial of degree one in each of {', '.join(self.symbols)}"
+                f"polynomial of degree one in each of {', '.join(self.symbols)}. If it is not a size (an axis, "
+                "a reduce type), the model chooses its operations by the input size, which one graph cannot "
+                "express: keep that axis fixed"
             )
         return expr
 

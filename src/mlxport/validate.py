@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 
 from .capture import Signature, to_mx, to_numpy
-from .errors import ShapeMismatchError, ToleranceError
+from .errors import ShapeMismatchError, ToleranceError, ValidationError
 from .graph import DynamicAxis, Graph
 from .runners import Runner
 
@@ -176,7 +176,12 @@ def validate(runner: Runner, fn: Callable, sig: Signature, graph: Graph, example
     runs = []
     for label, inputs in validation_inputs(graph, examples):
         expected = mlx_reference(fn, sig, inputs)
-        got = runner(*inputs)
+        try:
+            got = runner(*inputs)
+        except Exception as exc:  # runtimes raise their own untyped errors
+            shapes = ", ".join(f"{i.name}: {a.dtype}{list(a.shape)}" for i, a in zip(graph.inputs, inputs))
+            raise ValidationError(
+                f"{runner.backend} failed to run the exported model on {label} ({shapes}): {exc}") from exc
         runs.append(ValidationRun(label, [compare(o.name, e, g, rtol, atol)
                                           for o, e, g in zip(graph.outputs, expected, got)]))
     if raise_on_error:
@@ -184,14 +189,15 @@ def validate(runner: Runner, fn: Callable, sig: Signature, graph: Graph, example
     return runs
 
 
-def raise_if_failed(runs: list[ValidationRun]) -> None:
+def raise_if_failed(runs: list[ValidationRun], report: Report | None = None) -> None:
+    """Raise one error naming every failing output (the error carries the report, or the runs)."""
     bad = [(r, o) for r in runs for o in r.outputs if not o.ok]
     if not bad:
         return
     lines = [f"{len(bad)} output check{'s' if len(bad) > 1 else ''} failed against MLX:"]
     lines += [f"  ({r.label}) " + o.line().strip() for r, o in bad]
     cls = ShapeMismatchError if any(not o.shape_ok for _, o in bad) else ToleranceError
-    raise cls("\n".join(lines), runs)
+    raise cls("\n".join(lines), report if report is not None else runs)
 
 
 __all__ = ["DynamicAxis", "Report", "compare", "default_tolerance", "validate"]

@@ -29,7 +29,7 @@ def test_public_export_stays_callable(tmp_path: Path, mlp: nn.Module) -> None:
 
 def test_wrong_example_shape(tmp_path: Path, mlp: nn.Module) -> None:
     # Names the input with its dtype and shape, then MLX's own complaint.
-    with pytest.raises(CaptureError, match=r"tracing the function failed with inputs \(x: .*float32\[2, 100\]\): "
+    with pytest.raises(CaptureError, match=r"tracing the function failed with inputs \(x: float32\[2,100\]\): "
                                            r"\[addmm\] Last dimension of first input with shape \(2,100\)"):
         mlxport.export(mlp, (zoo.floats((2, 100)),), tmp_path / "mlp.onnx")
 

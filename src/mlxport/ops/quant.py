@@ -30,10 +30,10 @@ from ..graph import Node, SymExpr
 from .linalg import batch_operand, is_batch_iota, take_batch
 from .registry import ConvertContext, Initializer, args_error, numpy_dtype, onnx_op, static_ints
 
-# Use com.microsoft ops where they apply. ``graph.metadata["contrib_ops"]`` overrides
+# Use com.microsoft ops where they apply. ``lower(..., contrib_ops=...)`` overrides
 # this per export (False keeps the file to standard ONNX, e.g. for onnx2tf).
 CONTRIB_OPS = True
-# MatMulNBits accuracy_level; ``graph.metadata["nbits_accuracy_level"]`` overrides. 4 quantizes
+# MatMulNBits accuracy_level; ``lower(..., nbits_accuracy_level=...)`` overrides. 4 quantizes
 # activations to int8 per block: 4-8x faster, ~0.6% relative error, so opt-in only.
 NBITS_ACCURACY_LEVEL = 0
 
@@ -46,11 +46,11 @@ _FP4_E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4,
 
 
 def contrib_ops_enabled(ctx: ConvertContext) -> bool:
-    return bool(ctx.graph.metadata.get("contrib_ops", CONTRIB_OPS))
+    return bool(ctx.options.get("contrib_ops", CONTRIB_OPS))
 
 
 def _accuracy_level(ctx: ConvertContext) -> int:
-    return int(ctx.graph.metadata.get("nbits_accuracy_level", NBITS_ACCURACY_LEVEL))
+    return int(ctx.options.get("nbits_accuracy_level", NBITS_ACCURACY_LEVEL))
 
 
 def _quant_args(node: Node) -> tuple[int, int, str]:

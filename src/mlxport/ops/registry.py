@@ -155,6 +155,8 @@ class ConvertContext:
     _small_consts: dict[tuple, str] = field(default_factory=dict)
     _dim_cache: dict[Any, str] = field(default_factory=dict)
     current: Node | None = None
+    # Lowering options (contrib_ops, nbits_accuracy_level...) chosen by the caller of lower().
+    options: dict[str, Any] = field(default_factory=dict)
     _producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
 
     # -- names ---------------------------------------------------------------
