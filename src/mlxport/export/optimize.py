@@ -347,6 +347,71 @@ def _conv_bias(ctx: ConvertContext) -> int:
     return changed
 
 
+def _per_channel(init: Initializer, channels: int, rank: int) -> np.ndarray | None:
+    """The (C,) vector of a constant that broadcasts along axis 1 only (or a scalar)."""
+    if init.size == 1 and len(init.shape) <= rank:
+        return np.full(channels, float(init.value().reshape(-1)[0]), np.float64)
+    shape = (1,) * (rank - len(init.shape)) + tuple(init.shape)
+    if len(shape) != rank or shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return init.value().reshape(channels).astype(np.float64)
+
+
+def fold_affine_into_conv(ctx: ConvertContext, outputs: list[str]) -> int:
+    """Conv -> (+,-,*) per-channel constants (eval BatchNorm, scales) ==> one Conv with new W and B.
+
+    torch.onnx folds BatchNorm into the preceding Conv in eval mode; so do we.
+    """
+    uses = _use_counts(ctx.nodes, outputs)
+    users: dict[str, onnx.NodeProto] = {i: n for n in ctx.nodes for i in n.input}
+    out_set = set(outputs)
+    changed = 0
+    for conv in list(ctx.nodes):
+        if conv.op_type != "Conv" or conv.input[1] not in ctx.initializers or uses.get(conv.input[1], 0) != 1:
+            continue
+        weight = ctx.initializers[conv.input[1]]
+        if weight.dtype.kind != "f" or int(_attrs(conv).get("group", 1)) < 1:
+            continue
+        channels, rank = weight.shape[0], len(weight.shape)
+        scale = np.ones(channels)
+        shift = np.zeros(channels)
+        if len(conv.input) > 2 and conv.input[2]:
+            if conv.input[2] not in ctx.initializers:
+                continue
+            shift = ctx.initializers[conv.input[2]].value().astype(np.float64).reshape(channels)
+        cur, last = conv.output[0], None
+        while uses.get(cur, 0) == 1 and cur not in out_set:
+            op = users.get(cur)
+            if (op is None or op.op_type not in ("Add", "Sub", "Mul") or list(op.input).count(cur) != 1
+                    or op.output[0] in out_set):
+                break
+            other = op.input[1] if op.input[0] == cur else op.input[0]
+            init = ctx.initializers.get(other)
+            vec = _per_channel(init, channels, rank) if init is not None and init.dtype == weight.dtype else None
+            if vec is None or (op.op_type == "Sub" and op.input[0] != cur):
+                break
+            if op.op_type == "Mul":
+                scale, shift = scale * vec, shift * vec
+            else:
+                shift = shift + vec if op.op_type == "Add" else shift - vec
+            cur, last = op.output[0], op
+        if last is None:
+            continue
+        w_init = weight
+        factor = scale.astype(weight.dtype).reshape((channels,) + (1,) * (rank - 1))
+
+        def make(w_init: Initializer = w_init, factor: np.ndarray = factor) -> np.ndarray:
+            return (w_init.value() * factor).astype(w_init.dtype)
+
+        new_w = ctx.lazy_const(weight.shape, weight.dtype, make, hint="conv_w")
+        new_b = ctx.const(shift.astype(weight.dtype), hint="conv_b")
+        del conv.input[1:]
+        conv.input.extend([new_w, new_b])
+        _rewire(ctx.nodes, last.output[0], conv.output[0])
+        changed += 1
+    return changed
+
+
 def peephole(ctx: ConvertContext) -> int:
     """Rewrite small patterns to the op a hand-written graph would use (Max(x, 0) -> Relu)."""
     changed = _conv_bias(ctx)
@@ -384,7 +449,7 @@ def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
     for _ in range(8):
         stats["dead"] += eliminate_dead_code(ctx, outputs)
         f = fold_constants(ctx, _use_counts(ctx.nodes, outputs), set(outputs))
-        c = (sink_transposes(ctx, outputs) + cancel_layout_chains(ctx, outputs)
+        c = (sink_transposes(ctx, outputs) + fold_affine_into_conv(ctx, outputs) + cancel_layout_chains(ctx, outputs)
              + drop_unit_axis_round_trips(ctx, outputs) + peephole(ctx))
         stats["folded"] += f
         stats["layout"] += c
