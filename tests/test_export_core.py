@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import mlxport
-from mlxport.export.onnx import DEFAULT_OPSET, MIN_OPSET
+from mlxport.exporters.onnx import DEFAULT_OPSET, MIN_OPSET
 from mlxport.errors import ArtifactError, UnsupportedArgumentError, UnsupportedPrimitiveError
 
 

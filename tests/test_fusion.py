@@ -11,7 +11,7 @@ import pytest
 
 import mlxport
 from mlxport.capture import capture
-from mlxport.export.onnx import DEFAULT_OPSET
+from mlxport.exporters.onnx import DEFAULT_OPSET
 from mlxport.passes import run_default_passes
 
 mx.random.seed(3)

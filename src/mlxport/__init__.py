@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# The package mlxport.export (the targets) is imported before the function of
-# the same name is bound, so that importing a target later never rebinds
-# mlxport.export to the package.
-from . import export as _targets  # noqa: F401
 from .api import export
 from .capture import capture
 from .errors import (

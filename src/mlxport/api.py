@@ -161,7 +161,7 @@ def export(
     if graph.dynamic_axes:
         report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
     if fmt == "ONNX":
-        from .export.onnx import export_onnx
+        from .exporters.onnx import export_onnx
 
         say(f"lowering {len(graph.nodes)} primitives to ONNX")
         model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,

@@ -21,8 +21,8 @@ def mlp() -> nn.Module:
 
 
 def test_public_export_stays_callable(tmp_path: Path, mlp: nn.Module) -> None:
-    """`mlxport.export` is the function, even after the `mlxport.export` subpackage is imported."""
-    importlib.import_module("mlxport.export.onnx")
+    """`mlxport.export` is the function, even after the exporter modules are imported."""
+    importlib.import_module("mlxport.exporters.onnx")
     assert callable(mlxport.export), f"mlxport.export is {mlxport.export!r}"
     mlxport.export(mlp, (zoo.floats((2, 784)),), tmp_path / "mlp.onnx")
 

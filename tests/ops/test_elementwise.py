@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlxport.errors import UnsupportedArgumentError
-from mlxport.export.onnx import DEFAULT_OPSET, lower
+from mlxport.exporters.onnx import DEFAULT_OPSET, lower
 from mlxport.graph import Graph, Node, TensorInfo
 from mlxport.runners import OnnxRunner
 from mlxport.validate import compare

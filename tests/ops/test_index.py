@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlxport.capture import capture
-from mlxport.export.onnx import lower
+from mlxport.exporters.onnx import lower
 from mlxport.graph import Node, TensorInfo
 
 from .cases import OPSETS, OpCase, default_inputs, params, run_case

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlxport.capture import capture
-from mlxport.export.onnx import lower
+from mlxport.exporters.onnx import lower
 from mlxport.ops.registry import load_all, lookup
 
 from .cases import OpCase, default_inputs, params, run_case

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlxport.capture import capture, to_mx, to_numpy
-from mlxport.export.onnx import DEFAULT_OPSET, lower
+from mlxport.exporters.onnx import DEFAULT_OPSET, lower
 from mlxport.graph import DynamicAxis, Graph, Node, SymExpr, TensorInfo
 from mlxport.runners import OnnxRunner
 from mlxport.validate import compare

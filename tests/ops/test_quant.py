@@ -12,7 +12,7 @@ import pytest
 
 import mlxport.ops.quant as quant
 from mlxport.capture import capture
-from mlxport.export.onnx import lower
+from mlxport.exporters.onnx import lower
 from mlxport.graph import Graph, Node, TensorInfo
 from mlxport.runners import OnnxRunner
 
@@ -251,8 +251,9 @@ def test_bfloat16_scales_still_take_matmul_nbits() -> None:
 
 def test_nbits_lowering_is_lean() -> None:
     ops = _lowered(_qlinear(False), mx.zeros((2, 3, 64))).op_counts()
-    # MatMulNBits plus the per-group bias term (Reshape, ReduceSum, MatMul, Add).
-    assert ops == {"MatMulNBits": 1, "Reshape": 1, "ReduceSum": 1, "MatMul": 1, "Add": 1}, ops
+    # MatMulNBits plus the per-group bias term (Reshape, ReduceSum, MatMul, Add); MLX's affine
+    # quantization often makes bias == -8 * scale exactly, and then the term is left out.
+    assert ops in ({"MatMulNBits": 1, "Reshape": 1, "ReduceSum": 1, "MatMul": 1, "Add": 1}, {"MatMulNBits": 1}), ops
 
 
 def test_quantized_embedding_table_stays_packed() -> None:

@@ -24,7 +24,7 @@ def _opset_range(start: int, stop: int | None) -> str:
 
 def support_rows() -> list[Row]:
     """One row per reachable (primitive, opset range), sorted by primitive."""
-    from ..export.onnx import MIN_OPSET
+    from ..exporters.onnx import MIN_OPSET
     from ..ops.registry import registrations
 
     rows = []
@@ -40,7 +40,7 @@ def support_rows() -> list[Row]:
 
 
 def _header(rows: list[Row]) -> tuple[str, str]:
-    from ..export.onnx import DEFAULT_OPSET, MIN_OPSET
+    from ..exporters.onnx import DEFAULT_OPSET, MIN_OPSET
 
     primitives = len({r.primitive for r in rows})
     families = Counter(r.family for r in {r.primitive: r for r in rows}.values())

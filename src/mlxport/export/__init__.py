@@ -1,1 +1,0 @@
-"""Export targets: one module per format (onnx.py; more formats join here)."""
