@@ -14,7 +14,7 @@ import numpy as np
 from .capture import Signature, capture, to_mx, to_numpy
 from .errors import ArtifactError, CaptureError
 from .graph import Graph, SymExpr
-from .runners import SIDE_SUFFIX, IOSpec, load, read_sidecar
+from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
 from .validate import Report, raise_if_failed, validate
 
 FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX"}
@@ -70,14 +70,8 @@ def _io_specs(graph: Graph) -> tuple[list[IOSpec], list[IOSpec]]:
     return [spec(i) for i in graph.inputs], [spec(o) for o in graph.outputs]
 
 
-def write_sidecar(path: Path, graph: Graph, report: Report) -> Path:
-    """Metadata beside the artifact: signature, dynamic axes, source and the validation report."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, str]) -> Path:
+    """Metadata beside the artifact: signature, dynamic axes, source, checksums and the validation report."""
     inputs, outputs = _io_specs(graph)
     meta = {
         "format": report.format,
@@ -86,7 +80,8 @@ def write_sidecar(path: Path, graph: Graph, report: Report) -> Path:
         "inputs": [vars(i) for i in inputs],
         "outputs": [vars(o) for o in outputs],
         "dynamic_axes": [vars(a) for a in graph.dynamic_axes],
-        "sha256": digest.hexdigest(),
+        "sha256": digests[path.name],
+        "files": digests,
         "validation": report.to_dict(),
     }
     side = Path(str(path) + SIDE_SUFFIX)
@@ -161,20 +156,20 @@ def export(
     if graph.dynamic_axes:
         report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
     if fmt == "ONNX":
-        from .exporters.onnx import export_onnx
+        from .exporters.onnx import check, export_onnx
 
         say(f"lowering {len(graph.nodes)} primitives to ONNX")
         model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
                             contrib_ops=contrib_ops)
+        digests = model.stats["sha256"]
         report.info["opset"] = model.opset
         report.info["onnx nodes"] = len(model.proto.graph.node)
         report.info["size"] = _size(path)
-        say("checking the file with onnx.checker")
-        import onnx
-
-        onnx.checker.check_model(str(path))
+        say("checking the graph with onnx.checker")
+        check(model)
     else:
         _export_mlxfn(fn, sig, arrays, graph, path)
+        digests = {path.name: file_sha256(path)}
         report.info["size"] = _size(path)
     report.info["export seconds"] = round(time.perf_counter() - start, 3)
     if validate:
@@ -182,7 +177,7 @@ def export(
         runner = load(path)
         report.runs = _validate(runner, fn, sig, graph, examples, rtol, atol)
         report.validated = True
-    write_sidecar(path, graph, report)
+    write_sidecar(path, graph, report, digests)
     if validate:
         raise_if_failed(report.runs, report)
     return report

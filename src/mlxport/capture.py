@@ -196,6 +196,17 @@ def _convert_arg(value: Any) -> Any:
     return value
 
 
+# The mx.fast primitives' state() starts with a placeholder for the fallback
+# function. MLX 0.32's export drops it, but keep the IR independent of that.
+_FAST_PRIMITIVES = {"RMSNorm", "LayerNorm", "RoPE", "ScaledDotProductAttention"}
+
+
+def _canonical_arguments(primitive: str, args: list[Any]) -> list[Any]:
+    if primitive in _FAST_PRIMITIVES and args and args[0] is None:
+        return args[1:]
+    return args
+
+
 @contextlib.contextmanager
 def _compile_disabled() -> Iterator[None]:
     # Compiled functions export as Compiled* primitives with no state; tracing
@@ -223,7 +234,7 @@ def _trace(fn: Callable, sig: Signature, arrays: Sequence[mx.array]) -> _Trace:
                 "name": rec["name"],
                 "inputs": [(n, tuple(s), dtype_name(d)) for n, s, d in rec["inputs"]],
                 "outputs": [(n, tuple(s), dtype_name(d)) for n, s, d in rec["outputs"]],
-                "arguments": _convert_arg(list(rec["arguments"])),
+                "arguments": _canonical_arguments(rec["name"], _convert_arg(list(rec["arguments"]))),
             })
 
     def flat(*xs: mx.array) -> tuple[mx.array, ...]:

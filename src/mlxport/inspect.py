@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
-from .runners import SIDE_SUFFIX, read_sidecar
+from .runners import SIDE_SUFFIX, file_sha256, read_sidecar
 
 
 def _file_size(path: Path) -> int:
@@ -21,14 +20,6 @@ def human_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n} B"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _onnx_io(values: Any) -> list[dict[str, Any]]:
@@ -157,7 +148,7 @@ def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
     if meta:
         sidecar = {k: v for k, v in meta.items() if k not in ("inputs", "outputs")}
         if "sha256" in meta:
-            sidecar["sha256_matches"] = _sha256(p) == meta["sha256"]
+            sidecar["sha256_matches"] = file_sha256(p) == meta["sha256"]
         info["sidecar"] = sidecar
     info["sidecar_path"] = str(p) + SIDE_SUFFIX if meta else None
     return info

@@ -191,6 +191,17 @@ class MlxfnRunner(Runner):
         return [np.array(to_numpy(o)) for o in outs]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     side = Path(str(path) + SIDE_SUFFIX)
     if not side.exists():

@@ -212,11 +212,28 @@ _INITIALIZER_TAG = _varint((5 << 3) | 2)
 _GRAPH_TAG = _varint((7 << 3) | 2)
 
 
-def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+class _HashingWriter:
+    """A binary file that hashes what is written to it (no second read for the checksum)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        import hashlib
+
+        self.f = f
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.f.write(data)
+
+
+def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | None = None) -> dict[str, str]:
     """Write the model; weights go to ``<name>.data`` beside it when over ~1.8 GB (or when asked).
 
     Each initializer is made, written and freed in turn, so peak memory stays at
     the source weights plus one tensor.
+
+    Returns:
+        The sha256 of each written file by name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,28 +266,48 @@ def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | Non
     rest.CopyFrom(model.proto)
     rest.ClearField("graph")
     data_file: BinaryIO | None = open(path.with_name(data_name), "wb") if external_data else None
+    data_hash = _HashingWriter(data_file) if data_file is not None else None
     try:
-        with open(path, "wb") as f:
+        with open(path, "wb") as raw_file:
+            f = _HashingWriter(raw_file)
             f.write(rest.SerializeToString())
             f.write(_GRAPH_TAG + _varint(graph_len) + graph_bytes)
             for (name, init, h), size in zip(headers, sizes):
                 f.write(_INITIALIZER_TAG + _varint(size) + h.SerializeToString())
                 external = h.data_location == TensorProto.EXTERNAL
-                if external and data_file is not None:
-                    data_file.seek(int(h.external_data[1].value))
-                    data_file.write(_raw(init.value()))
+                if external and data_hash is not None:
+                    gap = int(h.external_data[1].value) - data_file.tell()
+                    data_hash.write(b"\0" * gap)  # alignment padding, hashed like the rest
+                    data_hash.write(_raw(init.value()))
                 elif not external:
                     f.write(_RAW_DATA_TAG + _varint(init.nbytes))
                     f.write(_raw(init.value()))
     finally:
         if data_file is not None:
             data_file.close()
-    return path
+    digests = {path.name: f.digest.hexdigest()}
+    if data_hash is not None:
+        digests[data_name] = data_hash.digest.hexdigest()
+    return digests
 
 
 def export_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None,
                 external_data: bool | None = None, optimize_graph: bool = True, contrib_ops: bool | None = None) -> OnnxModel:
     """Lower ``graph`` and write it to ``path``."""
     model = lower(graph, opset, optimize_graph=optimize_graph, contrib_ops=contrib_ops)
-    save(model, path, external_data=external_data)
+    model.stats["sha256"] = save(model, path, external_data=external_data)
     return model
+
+
+def check(model: OnnxModel) -> None:
+    """onnx.checker on the graph, with each weight declared by type and shape instead of its data.
+
+    Checking the written file would parse every weight again (twice the weights in memory).
+    """
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    for name, init in model.initializers.items():
+        proto.graph.input.append(helper.make_tensor_value_info(name, _np_to_onnx_type(init.dtype), list(init.shape)))
+    onnx.checker.check_model(proto)
