@@ -79,4 +79,5 @@ def test_llama_block_is_lean(tmp_path: Path) -> None:
                    dynamic_axes={"inputs": {0: "batch", 1: "seq"}})
     ops = [n.op_type for n in onnx.load(path).graph.node]
     assert ops.count("RMSNormalization") == 5 and ops.count("Attention") == 2 and ops.count("RotaryEmbedding") == 4
-    assert len(ops) <= 30 * 2 + 10, ops
+    # About 43 nodes a layer (torch.onnx: ~62 for a Hugging Face llama layer, ANCHORS.md).
+    assert len(ops) <= 96, (len(ops), ops)

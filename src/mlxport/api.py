@@ -80,7 +80,7 @@ def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, s
         "inputs": [vars(i) for i in inputs],
         "outputs": [vars(o) for o in outputs],
         "dynamic_axes": [vars(a) for a in graph.dynamic_axes],
-        "sha256": digests[path.name],
+        "sha256": digests.get(path.name),
         "files": digests,
         "validation": report.to_dict(),
     }
@@ -104,6 +104,7 @@ def export(
     external_data: bool | None = None,
     optimize: bool = True,
     contrib_ops: bool | None = None,
+    checksum: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Capture an MLX function or module and write it in the format the suffix names.
@@ -123,6 +124,8 @@ def export(
         optimize: fold constants and clean layout chains in the ONNX graph.
         contrib_ops: let ONNX use ONNX Runtime's com.microsoft ops where faster (4-bit MatMulNBits);
             False keeps to standard ONNX for other runtimes and converters.
+        checksum: record each written file's sha256 in the metadata file (hashed while writing; at
+            ~1 GB/s it is the slowest part of exporting a large model).
         progress: called with a short message at each stage.
 
     Returns:
@@ -160,7 +163,7 @@ def export(
 
         say(f"lowering {len(graph.nodes)} primitives to ONNX")
         model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
-                            contrib_ops=contrib_ops)
+                            contrib_ops=contrib_ops, checksum=checksum)
         digests = model.stats["sha256"]
         report.info["opset"] = model.opset
         report.info["onnx nodes"] = len(model.proto.graph.node)
@@ -169,7 +172,7 @@ def export(
         check(model)
     else:
         _export_mlxfn(fn, sig, arrays, graph, path)
-        digests = {path.name: file_sha256(path)}
+        digests = {path.name: file_sha256(path)} if checksum else {}
         report.info["size"] = _size(path)
     report.info["export seconds"] = round(time.perf_counter() - start, 3)
     if validate:

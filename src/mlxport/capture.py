@@ -361,6 +361,7 @@ class _Merger:
     def __init__(self, symbols: list[str], levels: list[tuple[int, int]], keys: list[tuple[int, ...]],
                  verify: dict[str, int]) -> None:
         self.symbols, self.levels, self.keys, self.verify = symbols, levels, keys, verify
+        self._cache: dict[tuple, tuple[Any, Any]] = {}
 
     def merge(self, values: list[Any], check: Any, where: str) -> Any:
         first = values[0]
@@ -376,8 +377,12 @@ class _Merger:
                 f"{where} takes the non-integer values {values + [check]} at different dynamic sizes; "
                 "only integer sizes can depend on a dynamic axis"
             )
-        expr = SymExpr.make(_fit(dict(zip(self.keys, nums)), self.symbols, self.levels))
-        predicted = expr.evaluate(self.verify) if isinstance(expr, SymExpr) else expr
+        key = (tuple(nums), _numeric(check))
+        if key not in self._cache:
+            # Shapes repeat the same few patterns (batch, seq, batch*seq...): fit each once.
+            expr = SymExpr.make(_fit(dict(zip(self.keys, nums)), self.symbols, self.levels))
+            self._cache[key] = (expr, expr.evaluate(self.verify) if isinstance(expr, SymExpr) else expr)
+        expr, predicted = self._cache[key]
         if predicted != check:
             raise DynamicShapeError(
                 f"{where} is {values} at sizes {self._sizes()} and {check} at {self.verify}; it is not a "

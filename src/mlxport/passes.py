@@ -85,6 +85,7 @@ def run_default_passes(graph: Graph, *, bfloat16_as_float32: bool = True,
     eliminate_common_subexpressions(graph)
     elide_broadcasts(graph)
     collapse_flattened_matmuls(graph)
+    merge_reshapes(graph)
     from .fusion import fuse_attention, fuse_norms, fuse_rope
 
     if supports("RMSNorm") and supports("LayerNorm"):
@@ -155,7 +156,8 @@ def dedupe_small_constants(graph: Graph, max_elements: int = 64) -> int:
     seen: dict[tuple, str] = {}
     replace: dict[str, str] = {}
     for name, value in graph.constants.items():
-        if value.size > max_elements:
+        # Named parameters keep their identity (two norms initialised to ones stay two weights).
+        if value.size > max_elements or not name.startswith("/"):
             continue
         key = (value.dtype.str, value.dtype.name, value.shape, value.tobytes())
         if key in seen:
@@ -198,8 +200,9 @@ def eliminate_common_subexpressions(graph: Graph) -> int:
 def collapse_flattened_matmuls(graph: Graph) -> int:
     """Flatten(x) -> Matmul/AddMM(., W) -> Unflatten  ==>  Matmul/AddMM(x, W) on the full rank.
 
-    ``nn.Linear`` on a [B, L, D] input flattens to 2-D around the product; ONNX
-    MatMul takes the batched input directly (as torch.onnx emits it).
+    A matmul on a [B, L, D] input flattens to 2-D around the product; ONNX MatMul
+    takes the batched input directly. Not for a transposed constant weight
+    (nn.Linear), which lowers to Gemm(transB=1) on the flat input instead.
     """
     producer = {o: n for n in graph.nodes for o in n.outputs}
     users = graph.consumers()
@@ -217,6 +220,12 @@ def collapse_flattened_matmuls(graph: Graph) -> int:
             continue
         if mm.outputs[0] in outputs or flat.outputs[0] in outputs:
             continue
+        weight_t = producer.get(mm.inputs[1])
+        if (weight_t is not None and weight_t.primitive == "Transpose" and weight_t.inputs[0] in graph.constants
+                and list(weight_t.arguments[0]) == [1, 0]):
+            # nn.Linear's weight: 2-D Gemm(transB=1) reads it as stored. MatMul on the 3-D input
+            # would need a transposed copy of every weight in the file (the slowest part of export).
+            continue
         src = graph.tensors[flat.inputs[0]]
         w = graph.tensors[mm.inputs[1]]
         out = graph.tensors[unflat.outputs[0]]
@@ -232,6 +241,29 @@ def collapse_flattened_matmuls(graph: Graph) -> int:
     if changed:
         remove_dead_nodes(graph)
     return changed
+
+
+_RESHAPES = {"Reshape", "Flatten", "Unflatten"}
+
+
+def merge_reshapes(graph: Graph) -> int:
+    """Reshape(Reshape(x)) -> Reshape(x): only the final shape matters (Flatten/Unflatten alike)."""
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    users = graph.consumers()
+    outputs = set(graph.output_sources.values())
+    merged = 0
+    for node in graph.nodes:
+        if node.primitive not in _RESHAPES:
+            continue
+        first = producer.get(node.inputs[0])
+        while (first is not None and first.primitive in _RESHAPES and len(users.get(first.outputs[0], [])) == 1
+               and first.outputs[0] not in outputs):
+            node.inputs[0] = first.inputs[0]
+            merged += 1
+            first = producer.get(node.inputs[0])
+    if merged:
+        remove_dead_nodes(graph)
+    return merged
 
 
 def remove_dead_nodes(graph: Graph) -> int:

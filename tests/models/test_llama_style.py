@@ -31,4 +31,5 @@ def test_llama_style_is_lean(tmp_path: Path, opset: int) -> None:
     if opset >= 23:
         assert (ops.count("RMSNormalization"), ops.count("RotaryEmbedding"), ops.count("Attention")) == (5, 4, 2), ops
     # Measured: 153 nodes at opset 17, 79 at opset 23 (2 layers); the budget leaves ~10 % slack.
-    assert len(ops) <= {17: 168, 23: 87}[opset], f"{len(ops)} nodes: {sorted(ops)}"
+    # nn.Linear is Reshape + Gemm(transB) on the weight as MLX stores it (no transposed copy at export).
+    assert len(ops) <= {17: 168, 23: 104}[opset], f"{len(ops)} nodes: {sorted(ops)}"

@@ -48,7 +48,8 @@ def test_llama_is_lean(tmp_path: Path, dtype: str) -> None:
     ops = zoo.onnx_op_types(path)
     assert (ops.count("RMSNormalization"), ops.count("RotaryEmbedding"), ops.count("Attention")) == (5, 4, 2), ops
     # Measured: 70 nodes in float32 (2 layers); the budget leaves ~10 % slack.
-    assert len(ops) <= 77, f"{len(ops)} nodes: {sorted(ops)}"
+    # nn.Linear is Reshape + Gemm(transB) on the weight as MLX stores it (no transposed copy at export).
+    assert len(ops) <= 98, f"{len(ops)} nodes: {sorted(ops)}"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,27 +214,44 @@ _GRAPH_TAG = _varint((7 << 3) | 2)
 
 
 class _HashingWriter:
-    """A binary file that hashes what is written to it (no second read for the checksum)."""
+    """A binary file that hashes what is written to it (no second read for the checksum).
 
-    def __init__(self, f: BinaryIO) -> None:
+    Hashing runs on one worker thread, in order, while the main thread writes and
+    makes the next tensor: sha256 costs about as much as the write itself, and
+    both release the GIL.
+    """
+
+    def __init__(self, f: BinaryIO, pool: "concurrent.futures.ThreadPoolExecutor | None") -> None:
         import hashlib
 
         self.f = f
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._pool = pool
+        self._last: concurrent.futures.Future | None = None
 
     def write(self, data: bytes | memoryview) -> None:
-        self.digest.update(data)
+        if self._pool is not None:
+            self._last = self._pool.submit(self._digest.update, data)
         self.f.write(data)
 
+    def tell(self) -> int:
+        return self.f.tell()
 
-def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | None = None) -> dict[str, str]:
+    def hexdigest(self) -> str:
+        if self._last is not None:
+            self._last.result()  # one worker: the last update finishing means all did
+        return self._digest.hexdigest()
+
+
+def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | None = None,
+         checksum: bool = True) -> dict[str, str]:
     """Write the model; weights go to ``<name>.data`` beside it when over ~1.8 GB (or when asked).
 
     Each initializer is made, written and freed in turn, so peak memory stays at
     the source weights plus one tensor.
 
     Returns:
-        The sha256 of each written file by name.
+        The sha256 of each written file by name (empty when ``checksum`` is False).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,37 +283,41 @@ def save(model: OnnxModel, path: str | os.PathLike, *, external_data: bool | Non
     rest = onnx.ModelProto()
     rest.CopyFrom(model.proto)
     rest.ClearField("graph")
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlxport-sha256") if checksum else None
     data_file: BinaryIO | None = open(path.with_name(data_name), "wb") if external_data else None
-    data_hash = _HashingWriter(data_file) if data_file is not None else None
+    data_hash = _HashingWriter(data_file, pool) if data_file is not None else None
     try:
         with open(path, "wb") as raw_file:
-            f = _HashingWriter(raw_file)
+            f = _HashingWriter(raw_file, pool)
             f.write(rest.SerializeToString())
             f.write(_GRAPH_TAG + _varint(graph_len) + graph_bytes)
             for (name, init, h), size in zip(headers, sizes):
                 f.write(_INITIALIZER_TAG + _varint(size) + h.SerializeToString())
                 external = h.data_location == TensorProto.EXTERNAL
                 if external and data_hash is not None:
-                    gap = int(h.external_data[1].value) - data_file.tell()
+                    gap = int(h.external_data[1].value) - data_hash.tell()
                     data_hash.write(b"\0" * gap)  # alignment padding, hashed like the rest
                     data_hash.write(_raw(init.value()))
                 elif not external:
                     f.write(_RAW_DATA_TAG + _varint(init.nbytes))
                     f.write(_raw(init.value()))
+        digests = {path.name: f.hexdigest()} if checksum else {}
+        if data_hash is not None and checksum:
+            digests[data_name] = data_hash.hexdigest()
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         if data_file is not None:
             data_file.close()
-    digests = {path.name: f.digest.hexdigest()}
-    if data_hash is not None:
-        digests[data_name] = data_hash.digest.hexdigest()
     return digests
 
 
 def export_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None,
-                external_data: bool | None = None, optimize_graph: bool = True, contrib_ops: bool | None = None) -> OnnxModel:
+                external_data: bool | None = None, optimize_graph: bool = True, contrib_ops: bool | None = None,
+                checksum: bool = True) -> OnnxModel:
     """Lower ``graph`` and write it to ``path``."""
     model = lower(graph, opset, optimize_graph=optimize_graph, contrib_ops=contrib_ops)
-    model.stats["sha256"] = save(model, path, external_data=external_data)
+    model.stats["sha256"] = save(model, path, external_data=external_data, checksum=checksum)
     return model
 
 
