@@ -8,8 +8,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlxport.capture import capture
 from mlxport.exporters.onnx import lower
-from mlxport.graph import Graph, Node, SymExpr, TensorInfo
+from mlxport.graph import DynamicAxis, Graph, Node, SymExpr, TensorInfo
 from mlxport.runners import OnnxRunner
 
 from .cases import OPSETS, OpCase, default_inputs, params, run_case
@@ -31,6 +32,13 @@ def _with_nans(rng, shapes, dtype):
     flat[3, 2] = np.inf
     flat[4, :] = np.nan
     flat[5, 0], flat[5, -1] = np.inf, np.nan
+    return [x]
+
+
+def _with_infs(rng, shapes, dtype):
+    """As _with_nans, every NaN made +inf."""
+    x = _with_nans(rng, shapes, dtype)[0]
+    x[np.isnan(x)] = np.inf
     return [x]
 
 
@@ -81,24 +89,30 @@ def _partition_view(fn, kth):
 
 
 # -- the table -----------------------------------------------------------------
+# Zero-size inputs appear only on axes that are not reduced: MLX 0.32 (Linux CPU) now and then
+# hangs evaluating a reduction over a zero-length axis; test_empty_axis_reductions checks
+# those against numpy instead.
 
 CASES = [
     # Reduce: sum/prod/min/max over one or several axes; MLX keeps the reduced dims (the
     # Squeeze after it comes from mx.sum itself).
-    OpCase("Reduce", lambda x: mx.sum(x, axis=1), [((2, 3, 4),), ((0, 3),), ((3, 0),)], NUMERIC, id="sum"),
+    OpCase("Reduce", lambda x: mx.sum(x, axis=1), [((2, 3, 4),), ((0, 3),)], NUMERIC, id="sum"),
     OpCase("Reduce", lambda x: mx.sum(x, axis=(0, 2), keepdims=True), SHAPES_3D, NUMERIC, id="sum-axes"),
     OpCase("Reduce", lambda x: mx.sum(x, axis=-1), [((2, 3, 4),), ((5,),)], ("bool", "uint8", "int8"), id="sum-promote"),
     OpCase("Reduce", lambda x: mx.sum(x), SHAPES_3D, ("int32",), make=_big_ints, id="sum-wrap"),
-    OpCase("Reduce", lambda x: mx.prod(x, axis=-1), [((2, 3, 4),), ((2, 0),)], NUMERIC, id="prod"),
+    OpCase("Reduce", lambda x: mx.prod(x, axis=-1), [((2, 3, 4),), ((0, 2),)], NUMERIC, id="prod"),
     # Products past 2^31 wrap in MLX; ours are exact in int64 up to 2^63 (ORT saturates beyond).
     OpCase("Reduce", lambda x: mx.prod(x, axis=(0, 2)), [((2, 3, 1),)], ("int32",), make=_big_ints, id="prod-wrap"),
     OpCase("Reduce", lambda x: mx.prod(x, axis=0), [((40, 3),)], ("float16",), make=_near_one, id="prod-long"),
     OpCase("Reduce", lambda x: mx.max(x, axis=1), SHAPES_3D, NUMERIC + ("bool", "uint32", "int16"), id="max"),
     OpCase("Reduce", lambda x: mx.min(x, axis=(-1, 0)), SHAPES_3D, NUMERIC + ("bool", "uint32"), id="min"),
     OpCase("Reduce", lambda x: (mx.max(x, axis=-1), mx.min(x, axis=-1)), [((6, 4),)], FLOATS, make=_with_nans,
+           xfail={d: "ORT's ReduceMax/Min skip some NaNs (onnxruntime#10514); MLX returns NaN" for d in FLOATS},
            id="minmax-nan"),
-    OpCase("Reduce", lambda x: mx.all(x, axis=1), [((2, 3, 4),), ((2, 0),)], ("bool", "float32", "int32"), id="all"),
-    OpCase("Reduce", lambda x: mx.any(x, axis=(0, 2)), [((2, 3, 4),), ((0, 2, 1),)], ("bool", "float32"), id="any"),
+    OpCase("Reduce", lambda x: (mx.max(x, axis=-1), mx.min(x, axis=-1)), [((6, 4),)], FLOATS, make=_with_infs,
+           id="minmax-inf"),
+    OpCase("Reduce", lambda x: mx.all(x, axis=1), [((2, 3, 4),), ((0, 2),)], ("bool", "float32", "int32"), id="all"),
+    OpCase("Reduce", lambda x: mx.any(x, axis=(0, 2)), [((2, 3, 4),), ((2, 0, 3),)], ("bool", "float32"), id="any"),
     OpCase("Reduce", lambda x: mx.any(x, axis=-1), [((6, 4),)], ("float32",), make=_with_nans, id="any-nan"),
     OpCase("Reduce", lambda x: mx.mean(x, axis=-1), SHAPES_3D, FLOATS, id="mean"),
     OpCase("Reduce", lambda x: mx.var(x, axis=0), SHAPES_3D, FLOATS, id="var"),
@@ -124,7 +138,8 @@ CASES = [
                               mx.cummin(x, axis=-1, inclusive=False), mx.cummin(x, axis=1, reverse=True)),
            SHAPES_3D, NUMERIC + ("bool",), id="cummax-flags"),
     OpCase("Scan", lambda x: (mx.cummax(x, axis=-1), mx.cummin(x, axis=-1, reverse=True)), [((6, 4),)], FLOATS,
-           make=_with_nans, id="cummax-nan"),
+           make=_with_nans, id="cummax-nan",
+           xfail={"float16": "MLX 0.32's float16 cummax/cummin turn the element after a NaN into 0"}),
     OpCase("Scan", lambda x: mx.cummax(x, axis=0), [((37, 2),)], ("float32", "int32"), id="cummax-long"),
     OpCase("Scan", lambda x: (mx.cumprod(x, axis=1), mx.cumprod(x, axis=-1, reverse=True, inclusive=False)),
            SHAPES_3D, NUMERIC + ("bool",), id="cumprod"),
@@ -177,8 +192,9 @@ CASES = [
            [((9,), (3, 4)), ((9,), ()), ((0,), (3,)), ((5,), (0, 2))], NUMERIC, make=_sorted_and_values, id="base"),
     OpCase("SearchSorted", lambda a, v: (mx.searchsorted(a, v), mx.searchsorted(a, v, side="right")),
            [((8,), (2, 5))], FLOATS, make=_sorted_with_nans, id="nan"),
-    OpCase("SearchSorted", lambda a, v: mx.searchsorted(a, v, side="right"), [((6,), (4, 3))], ("float32",),
-           make=_sorted_and_values, dynamic={"v": {0: "batch"}}, id="dynamic"),
+    # The sequence is a constant here: the harness's second run would feed an unsorted one.
+    OpCase("SearchSorted", lambda v: mx.searchsorted(mx.array([-1.0, 0.0, 0.0, 0.5, 2.0]), v, side="right"),
+           [((4, 3),)], ("float32",), dynamic={"v": {0: "batch"}}, id="dynamic"),
 ]
 
 
@@ -197,8 +213,6 @@ def _scan_graph(shape: tuple, dtype: str, axis: int, reverse: bool, inclusive: b
     graph = Graph([x], [y], [Node(0, "Scan", ["x"], ["y"], [4, axis, reverse, inclusive])], {}, {"x": x, "y": y},
                   output_sources={"y": "y"})
     if dynamic:
-        from mlxport.graph import DynamicAxis
-
         graph.dynamic_axes = [DynamicAxis("batch", "x", axis, shape[axis])]
     return graph
 
@@ -228,8 +242,6 @@ def test_logcumsumexp(opset: int, dtype: str, axis: int, reverse: bool, inclusiv
 
 
 def _op_counts(fn, *shapes: tuple, dtype: str = "float32", opset: int = OPSETS[-1]) -> dict[str, int]:
-    from mlxport.capture import capture
-
     graph, _, _ = capture(fn, tuple(mx.zeros(s, dtype=getattr(mx, dtype)) for s in shapes))
     return lower(graph, opset).op_counts()
 
@@ -248,4 +260,25 @@ def test_float_reductions_add_no_casts() -> None:
 
 def test_argmax_is_one_top_k() -> None:
     counts = _op_counts(lambda x: mx.argmax(x, axis=-1), (3, 50))
-    assert counts == {"TopK": 1, "Cast": 1, "Squeeze": 1} or counts.get("TopK") == 1, counts
+    assert counts.get("TopK") == 1 and "ArgMax" not in counts and "IsNaN" not in counts, counts
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("fn,reference", [
+    pytest.param(lambda x: mx.sum(x, axis=1), lambda x: np.sum(x, axis=1), id="sum"),
+    pytest.param(lambda x: mx.sum(x.astype(mx.int32), axis=(0, 1)),
+                 lambda x: np.sum(x, axis=(0, 1), dtype=np.int32), id="sum-int"),
+    pytest.param(lambda x: mx.prod(x, axis=-1), lambda x: np.prod(x, axis=-1), id="prod"),
+    pytest.param(lambda x: mx.all(x, axis=1), lambda x: np.all(x, axis=1), id="all"),
+    pytest.param(lambda x: mx.any(x > 0, axis=-1), lambda x: np.any(x > 0, axis=-1), id="any"),
+])
+def test_empty_axis_reductions(opset: int, fn, reference) -> None:
+    # Reducing a zero-length axis gives the identity (0, 1, True, False). Checked against numpy:
+    # evaluating these in MLX 0.32 on Linux CPU now and then hangs (capture does not evaluate).
+    x = np.zeros((3, 0), np.float32)
+    graph, _, _ = capture(fn, (mx.array(x),))
+    assert "Reduce" in graph.primitive_counts()
+    (got,) = OnnxRunner(lower(graph, opset).to_proto().SerializeToString())(x)
+    expected = reference(x)
+    assert got.dtype == expected.dtype and got.shape == expected.shape, (got.dtype, got.shape)
+    np.testing.assert_array_equal(got, expected)
