@@ -100,3 +100,19 @@ def test_wrong_example_shape_names_the_inputs() -> None:
 def test_numpy_examples_are_accepted() -> None:
     graph, _, arrays = capture(lambda x: x * 2, (np.ones((2, 2), np.float32),))
     assert graph.inputs[0].dtype == "float32" and isinstance(arrays[0], mx.array)
+
+
+@pytest.mark.parametrize("name,fn,dyn", [
+    ("mean_over_seq", lambda x: x.mean(axis=1), {"x": {1: "seq"}}),
+    ("mean_over_batch_and_seq", lambda x: x.mean(axis=(0, 1)), {"x": {0: "batch", 1: "seq"}}),
+    ("divide_by_a_size", lambda x: x / x.shape[1], {"x": {1: "seq"}}),
+    ("variance", lambda x: x.var(axis=1), {"x": {1: "seq"}}),
+])
+def test_size_derived_scalars_follow_the_dynamic_axes(tmp_path, name, fn, dyn) -> None:
+    """MLX bakes 1/n of a mean into a constant at trace time; it must be recomputed from the shape."""
+    import mlxport
+
+    graph, _, _ = capture(fn, (mx.zeros((2, 5, 4)),), dynamic_axes=dyn)
+    assert "NumberOfElements" in graph.primitive_counts()
+    report = mlxport.export(fn, (mx.random.normal((2, 5, 4)),), tmp_path / f"{name}.onnx", dynamic_axes=dyn)
+    assert report.ok and len(report.runs) == 2

@@ -396,17 +396,45 @@ class _Merger:
         return "/".join(f"{s}∈{{{p},{q}}}" for s, (p, q) in zip(self.symbols, self.levels))
 
 
-def _check_constants(traces: list[_Trace]) -> None:
+def _check_constants(traces: list[_Trace], merger: "_Merger") -> dict[str, tuple[Any, bool]]:
+    """Constants must not change with the dynamic sizes, except scalar sizes and their inverses.
+
+    MLX computes ``mean`` as ``sum * (1/n)`` with 1/n a scalar made at trace time (and
+    ``x / x.shape[1]`` makes n one). Those are fitted like shapes and returned as
+    {constant name: (count expression, inverted)}, to be computed from the input shapes.
+    """
     base = traces[0].constants
-    for t in traces[1:]:
-        for (name, a), (_, b) in zip(base, t.constants):
-            same = a.shape == b.shape and (a.size > 4096 or bool(mx.array_equal(a, b)))
-            if not same:
-                raise DynamicShapeError(
-                    f"constant {name} ({a.dtype}{list(a.shape)}) changes with the dynamic sizes: it was "
-                    "computed eagerly from a shape (e.g. with numpy or .item()). Build it with mx ops "
-                    "from the input (mx.arange(x.shape[1]) traces as Arange)"
-                )
+    sized: dict[str, tuple[Any, bool]] = {}
+    for i, (name, a) in enumerate(base):
+        values = [t.constants[i][1] for t in traces]
+        if all(v.shape == a.shape and (a.size > 4096 or bool(mx.array_equal(v, a))) for v in values[1:]):
+            continue
+        fitted = _fit_scalar(name, values, merger) if a.size == 1 and a.ndim == 0 else None
+        if fitted is None:
+            raise DynamicShapeError(
+                f"constant {name} ({dtype_name(a.dtype)}[{','.join(map(str, a.shape))}]) changes with the dynamic "
+                "sizes: it was computed eagerly from a shape (e.g. with numpy or .item()). Build it with mx ops "
+                "from the input (mx.arange(x.shape[1]) traces as Arange)"
+            )
+        sized[name] = fitted
+    return sized
+
+
+def _fit_scalar(name: str, values: list[mx.array], merger: "_Merger") -> tuple[Any, bool] | None:
+    """(count, inverted) when every value is a product of dynamic sizes (times a constant) or its inverse."""
+    nums = [float(v.astype(mx.float32).item()) for v in values]
+    for inverted in (False, True):
+        counts = [1.0 / n if inverted and n else n for n in nums]
+        rounded = [round(c) for c in counts]
+        if any(r <= 0 or abs(r - c) > 1e-4 * r for r, c in zip(rounded, counts)):
+            continue
+        try:
+            expr = merger.merge(rounded[:-1], rounded[-1], f"constant {name}")
+        except DynamicShapeError:
+            continue
+        if isinstance(expr, SymExpr) and len(expr.terms) == 1:
+            return expr, inverted
+    return None
 
 
 # ----------------------------------------------------------------------------
@@ -464,13 +492,48 @@ def capture(
                     f"({_first_difference(traces[0], t)}), so one graph cannot serve all sizes. "
                     "Python code that branches on a shape cannot be exported with that axis dynamic"
                 )
-        _check_constants(traces + [check])
     merger = _Merger(symbols, [lv[:2] for lv in levels], keys, verify)
+    sized = _check_constants(traces + [check], merger) if symbols else {}
     graph = _build_graph(traces, check, merger, sig, axes, output_names)
+    _compute_sized_constants(graph, sized)
     _name_parameters(graph, fn)
     graph.metadata["source"] = getattr(fn, "__qualname__", type(fn).__name__)
     graph.metadata["mlx_version"] = mx.__version__
     return graph, sig, arrays
+
+
+def _compute_sized_constants(graph: Graph, sized: dict[str, tuple[Any, bool]]) -> None:
+    """Replace size-derived scalar constants by NumberOfElements nodes over the bound input axes."""
+    new_nodes: list[Node] = []
+    for letter, (expr, inverted) in sized.items():
+        name = _INTERNAL + letter
+        info = graph.tensors[name]
+        ((mono, coef),) = expr.terms
+        bound = {a.symbol: a for a in graph.dynamic_axes}
+        factors: list[str] = []
+        for i, sym in enumerate(mono):
+            axis = bound[sym]
+            out = f"{name}/count{i}"
+            graph.tensors[out] = TensorInfo(out, (), info.dtype)
+            new_nodes.append(Node(-1, "NumberOfElements", [axis.input], [out], [[axis.axis], inverted, info.dtype]))
+            factors.append(out)
+        if coef != 1:
+            scale = f"{name}/coef"
+            value = float(1 / coef if inverted else coef)
+            graph.constants[scale] = to_numpy(mx.array(value, dtype=mx_dtype(info.dtype)))
+            graph.tensors[scale] = TensorInfo(scale, (), info.dtype)
+            factors.append(scale)
+        result = factors[0]
+        for j, f in enumerate(factors[1:]):
+            out = f"{name}/prod{j}" if j < len(factors) - 2 else name + "/value"
+            graph.tensors[out] = TensorInfo(out, (), info.dtype)
+            new_nodes.append(Node(-1, "Multiply", [result, f], [out], []))
+            result = out
+        del graph.constants[name]
+        for node in graph.nodes:
+            node.inputs = [result if n == name else n for n in node.inputs]
+        graph.output_sources = {k: result if v == name else v for k, v in graph.output_sources.items()}
+    graph.nodes = new_nodes + graph.nodes
 
 
 def _name_parameters(graph: Graph, fn: Callable) -> None:
