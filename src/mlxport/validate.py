@@ -126,7 +126,9 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, rtol: float | None
     diff = np.nan_to_num(diff, nan=np.inf)
     if diff.size:
         check.max_abs = float(diff.max())
-        check.max_rel = float((diff / np.maximum(np.abs(e), 1e-12)).max()) if check.max_abs else 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = diff / np.maximum(np.abs(e), 1e-12)
+        check.max_rel = float(np.nan_to_num(rel, nan=0.0).max()) if check.max_abs else 0.0
     check.mismatched = int(np.count_nonzero(diff > atol + rtol * np.abs(np.nan_to_num(e))))
     return check
 
