@@ -382,21 +382,9 @@ def _identity(ctx: ConvertContext, node: Node) -> list[str]:
     return [ctx.input(node, 0)]
 
 
-@onnx_op("StopGradient")
-def convert_stop_gradient(ctx: ConvertContext, node: Node) -> list[str]:
-    """StopGradient(x) -> the input itself (no node)."""
-    return _identity(ctx, node)
-
-
-@onnx_op("Copy")
-def convert_copy(ctx: ConvertContext, node: Node) -> list[str]:
-    """Copy(x) -> the input itself (no node)."""
-    return _identity(ctx, node)
-
-
-@onnx_op("Contiguous")
-def convert_contiguous(ctx: ConvertContext, node: Node) -> list[str]:
-    """Contiguous(x) [allow_col_major] -> the input itself (no node)."""
+@onnx_op("StopGradient", "Copy", "Contiguous")
+def convert_identity(ctx: ConvertContext, node: Node) -> list[str]:
+    """StopGradient/Copy/Contiguous(x) [Contiguous: allow_col_major] -> the input itself (no node)."""
     return _identity(ctx, node)
 
 

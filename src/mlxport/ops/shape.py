@@ -89,21 +89,9 @@ def _reshape_node(ctx: ConvertContext, node: Node) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-@onnx_op("Reshape")
+@onnx_op("Reshape", "Flatten", "Unflatten")
 def convert_reshape(ctx: ConvertContext, node: Node) -> list[str]:
-    """Reshape(x) [shape] -> ONNX Reshape to the output shape (dynamic dims as 0/-1 or computed)."""
-    return _reshape_node(ctx, node)
-
-
-@onnx_op("Flatten")
-def convert_flatten(ctx: ConvertContext, node: Node) -> list[str]:
-    """Flatten(x) [start_axis, end_axis] -> ONNX Reshape."""
-    return _reshape_node(ctx, node)
-
-
-@onnx_op("Unflatten")
-def convert_unflatten(ctx: ConvertContext, node: Node) -> list[str]:
-    """Unflatten(x) [axis, shape] -> ONNX Reshape."""
+    """Reshape(x) [shape] / Flatten [start, end] / Unflatten [axis, shape] -> ONNX Reshape to the output shape."""
     return _reshape_node(ctx, node)
 
 
