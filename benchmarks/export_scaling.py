@@ -69,9 +69,17 @@ class StageProbe:
         self.stages: dict[str, dict[str, float]] = {}
         self.overall = 0
         self._depth = 0
+        self._wrapped: list[tuple[Any, str, Any]] = []
+
+    def unwrap(self) -> None:
+        """Put the original functions back (later exports are timed as a whole)."""
+        for owner, attr, inner in reversed(self._wrapped):
+            setattr(owner, attr, inner)
+        self._wrapped.clear()
 
     def wrap(self, owner: Any, attr: str, label: str) -> None:
         inner = getattr(owner, attr)
+        self._wrapped.append((owner, attr, inner))
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             # Nested stages (optimize inside lower) share the outer stage's peak.
@@ -171,7 +179,8 @@ def worker(name: str, workdir: Path, opset: int | None, validate_too: bool = Tru
                file_bytes=sum(p.stat().st_size for p in workdir.glob(f"{name}.onnx*")))
 
     # The same export without the sha256 of the file (np.save computes no checksum): a second,
-    # untraced run, timed as a whole.
+    # unprobed run, timed as a whole.
+    probe.unwrap()
     gc.collect()
     start = time.perf_counter()
     mlxport.export(model, (tokens,), workdir / f"{name}-nosum.onnx", dynamic_axes=DYNAMIC_AXES, validate=False,
