@@ -74,6 +74,13 @@ _MASK_LHS = mx.array(_rng.random((2, 2)).astype(np.float32))
 _MASK_RHS = mx.array(_rng.random((2, 3)).astype(np.float32))
 
 CASES = [
+    # Hadamard sizes 2^k and m * 2^k for MLX's m in {12, 20, 28}; float16 runs the matmul in float32.
+    # MLX runs a butterfly, rounding each of its log2(n) stages (to float16 for float16 inputs);
+    # ONNX runs one float32 matmul and rounds once: a few ulps of the sum apart.
+    OpCase("Hadamard", lambda x: mx.hadamard_transform(x, scale=0.5), [((2, 16),), ((2, 3, 64),)], FLOATS,
+           dynamic={"x": {0: "batch"}}, tol={"float32": (1e-4, 1e-5), "float16": (2e-2, 2e-2)}, id="pow2"),
+    OpCase("Hadamard", lambda x: mx.hadamard_transform(x), [((2, 12),), ((2, 40),), ((1, 56),)], FLOATS,
+           tol={"float32": (1e-4, 1e-5), "float16": (2e-2, 2e-2)}, id="m_pow2"),
     OpCase("Matmul", lambda a, b: a @ b, [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((0, 3), (3, 4)), ((2, 0), (0, 4))],
            FLOATS),
     # Batch dims broadcast: MLX adds Broadcast nodes, the lowering lets MatMul broadcast instead.

@@ -174,3 +174,24 @@ def convert_block_masked_mm(ctx: ConvertContext, node: Node) -> list[str]:
     if count in (3, 5):
         out = _block_mask(ctx, node, out, 2, m, n)
     return [out]
+
+
+@onnx_op("Hadamard")
+def convert_hadamard(ctx: ConvertContext, node: Node) -> list[str]:
+    """Hadamard(x) [scale] -> ONNX MatMul with MLX's own (scaled) Hadamard matrix, in float32."""
+    import mlx.core as mx
+
+    info = ctx.in_info(node, 0)
+    n = info.shape[-1]
+    if not isinstance(n, int):
+        raise args_error(node, f"the transformed (last) axis must have a static size; got {n}")
+    scale = float(node.arguments[0])
+    # MLX's transform is linear: its rows for the identity are its matrix (2^k and the
+    # 12/20/28 * 2^k sizes alike), so the ONNX graph multiplies by exactly that.
+    matrix = np.array(mx.hadamard_transform(mx.eye(n, dtype=mx.float32), scale=scale))
+    x = ctx.input(node, 0)
+    wide = info.dtype != "float32"
+    if wide:
+        x = ctx.cast(x, "float32")
+    out = ctx.make("MatMul", [x, ctx.const(matrix, np.float32, hint="hadamard")])
+    return [ctx.cast(out, info.dtype) if wide else out]
