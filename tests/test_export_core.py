@@ -132,3 +132,29 @@ def test_runner_checks_inputs(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="unknown input 'y'"):
         runner(y=np.zeros((2, 16), np.float32))
     assert runner(mx.zeros((4, 16)))[0].shape == (4, 4)
+
+
+def _ops_newer_than_ort_cpu_kernels(opset: int) -> set[str]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    latest: dict[str, int] = {}
+    for d in ort_state.get_all_opkernel_def():
+        if d.provider == "CPUExecutionProvider" and d.domain in ("", "ai.onnx"):
+            latest[d.op_name] = max(latest.get(d.op_name, 0), d.version_range[0])
+    newer = set()
+    for op, start in latest.items():
+        try:
+            since = onnx.defs.get_schema(op, opset, "").since_version
+        except onnx.defs.SchemaError:
+            continue
+        if since > start:
+            newer.add(op)
+    return newer
+
+
+def test_default_opset_is_the_newest_ort_runs_fully() -> None:
+    """Every op version at DEFAULT_OPSET has an ORT CPU kernel (beyond the legacy gaps ORT already has
+    at opset 22: random ops, RoiAlign, Upsample...); the next opset introduces one it lacks."""
+    baseline = _ops_newer_than_ort_cpu_kernels(22)
+    assert _ops_newer_than_ort_cpu_kernels(DEFAULT_OPSET) == baseline
+    assert _ops_newer_than_ort_cpu_kernels(DEFAULT_OPSET + 1) - baseline

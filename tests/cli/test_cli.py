@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlxport.exporters.onnx import DEFAULT_OPSET
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tests.cli.models:build_model"
 
@@ -60,7 +62,7 @@ def test_export_validate_inspect_onnx(tmp_path: Path) -> None:
 
     res = mlxport("inspect", "m.onnx", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    for text in ("x: float32[batch,16]", "output: float32[batch,4]", "opsets: ai.onnx 23", "Gemm",
+    for text in ("x: float32[batch,16]", "output: float32[batch,4]", f"opsets: ai.onnx {DEFAULT_OPSET}", "Gemm",
                  "initializers: 4", "dynamic axes: x[0]=batch (example 1)", "sha256: matches the file"):
         assert text in res.stdout
     info = json.loads(mlxport("inspect", "m.onnx", "--json", cwd=tmp_path).stdout)
