@@ -4,9 +4,17 @@ from __future__ import annotations
 
 
 class MlxportError(Exception):
-    """Base class: every error mlxport raises on purpose."""
+    """Base class: every error mlxport raises on purpose.
+
+    ``hint`` says what to do next: the class default, or one given for this error.
+    """
 
     hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
 
 
 class CaptureError(MlxportError):
@@ -38,8 +46,8 @@ class ValidationError(MlxportError):
 
     hint = "Pass --atol/--rtol to accept a larger error, or --no-validate to skip (not recommended)."
 
-    def __init__(self, message: str, report: object | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: object | None = None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.report = report
 
 

@@ -69,9 +69,8 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         # The weights stay on disk: only the graph and initializer headers are read.
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several untyped errors for corrupt files
-        error = ArtifactError(f"{path} is not a readable ONNX model: {exc}")
-        error.hint = "Was it written completely? Export it again, or check it with onnx.checker."
-        raise error from exc
+        raise ArtifactError(f"{path} is not a readable ONNX model: {exc}",
+                            hint="Was it written completely? Export it again, or check it with onnx.checker.") from exc
     counts: Counter = Counter()
     _count_nodes(model.graph, counts)
     external = sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})

@@ -121,7 +121,9 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(source, opts, providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ArtifactError(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}") from exc
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}",
+                                hint="Is the file complete and an ONNX model? Export it again, or run "
+                                     "`mlxport inspect` on it.") from exc
         self.inputs = [IOSpec(i.name, list(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
         self.outputs = [IOSpec(o.name, list(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()]
 
@@ -171,7 +173,8 @@ class MlxfnRunner(Runner):
         try:
             self.fn = mx.import_function(str(path))
         except (RuntimeError, ValueError) as exc:
-            raise ArtifactError(f"MLX cannot import {path}: {exc}") from exc
+            raise ArtifactError(f"MLX cannot import {path}: {exc}",
+                                hint="Was it written by mx.export_function with this MLX version?") from exc
         meta = read_sidecar(path)
         self.inputs = [IOSpec(**i) for i in meta.get("inputs", [])]
         self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]

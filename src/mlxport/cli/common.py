@@ -341,9 +341,8 @@ def _artifact_inputs(path: str, runner: Any) -> tuple[list[tuple[str, list[Any],
         specs = [(i.name, [d if d is not None else f"{i.name}_dim{k}" for k, d in enumerate(i.shape)], i.dtype)
                  for i in runner.inputs]
     else:
-        error = ArtifactError(f"{path} has no {Path(path).name}.mlxport.json beside it, so its inputs are unknown")
-        error.hint = "Export it again with mlxport, which writes that file."
-        raise error
+        raise ArtifactError(f"{path} has no {Path(path).name}.mlxport.json beside it, so its inputs are unknown",
+                            hint="Export it again with mlxport, which writes that file.")
     return specs, examples
 
 
