@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -12,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from .capture import Signature, capture, to_mx, to_numpy
-from .errors import ArtifactError, CaptureError
+from .errors import ArtifactError, CaptureError, DynamicShapeError, ValidationError
 from .graph import Graph, SymExpr
 from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
 from .validate import Report, raise_if_failed, validate
@@ -158,6 +159,12 @@ def export(
     report.info["parameters"] = graph.num_parameters
     if graph.dynamic_axes:
         report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
+    if graph.metadata.get("traced_at_large_sizes"):
+        report.info["note"] = ("the traced graph changes below some size (Python code branches on a shape), so it "
+                               "was traced at large sizes; validation checks it at the example's sizes")
+        if not validate:
+            warnings.warn("the graph was traced at large sizes because the model branches on a size; only "
+                          "validation shows it is right at small ones, and validate=False skips it", stacklevel=2)
     if fmt == "ONNX":
         from .exporters.onnx import check, export_onnx
 
@@ -182,7 +189,15 @@ def export(
         report.validated = True
     write_sidecar(path, graph, report, digests)
     if validate:
-        raise_if_failed(report.runs, report)
+        try:
+            raise_if_failed(report.runs, report)
+        except ValidationError as exc:
+            if graph.metadata.get("traced_at_large_sizes"):
+                raise DynamicShapeError(
+                    "the traced graph changes with the dynamic sizes "
+                    f"({graph.metadata.get('size_branch')}); traced at large sizes, it does not match MLX at the "
+                    f"example's sizes:\n{exc}\nThe model branches on a shape: keep that axis fixed") from None
+            raise
     return report
 
 

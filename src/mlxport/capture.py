@@ -321,6 +321,25 @@ def _structure_key(t: _Trace) -> tuple:
     )
 
 
+_LARGE_TRACE_SCALE = 16
+
+
+def _factorial_traces(fn: Callable, sig: Signature, arrays: Sequence[mx.array], axes: list[DynamicAxis],
+                      symbols: list[str], levels: list[tuple[int, ...]], keys: list[tuple[int, ...]]
+                      ) -> tuple[list[_Trace], _Trace, dict[str, int], str | None]:
+    """Trace at every combination of two sizes per symbol, then at a third; say how the graphs differ."""
+    traces = []
+    for key in keys:
+        sizes = {s: lv[b] for s, lv, b in zip(symbols, levels, key)}
+        traces.append(_trace(fn, sig, _resized(arrays, sig.input_names, axes, sizes)))
+    verify = {s: lv[2] for s, lv in zip(symbols, levels)}
+    check = _trace(fn, sig, _resized(arrays, sig.input_names, axes, verify))
+    for t in traces[1:] + [check]:
+        if _structure_key(t) != _structure_key(traces[0]):
+            return traces, check, verify, _first_difference(traces[0], t)
+    return traces, check, verify, None
+
+
 def _first_difference(a: _Trace, b: _Trace) -> str:
     for i, (x, y) in enumerate(zip(a.prims, b.prims)):
         if x["name"] != y["name"] or len(x["inputs"]) != len(y["inputs"]):
@@ -471,34 +490,41 @@ def capture(
         mx.eval(fn.parameters())
     symbols = list(dict.fromkeys(a.symbol for a in axes))
     examples = {a.symbol: a.example for a in axes}
-    levels = [trace_levels(examples[s]) for s in symbols]
     if not symbols:
         traces = [_trace(fn, sig, arrays)]
         keys: list[tuple[int, ...]] = [()]
         check = traces[0]
         verify: dict[str, int] = {}
+        levels: list[tuple[int, int, int]] = []
     else:
         keys = list(itertools.product((0, 1), repeat=len(symbols)))
-        traces = []
-        for key in keys:
-            sizes = {s: lv[b] for s, lv, b in zip(symbols, levels, key)}
-            traces.append(_trace(fn, sig, _resized(arrays, sig.input_names, axes, sizes)))
-        verify = {s: lv[2] for s, lv in zip(symbols, levels)}
-        check = _trace(fn, sig, _resized(arrays, sig.input_names, axes, verify))
-        for t in traces[1:] + [check]:
-            if _structure_key(t) != _structure_key(traces[0]):
-                raise DynamicShapeError(
-                    "the traced graph changes with the dynamic sizes "
-                    f"({_first_difference(traces[0], t)}), so one graph cannot serve all sizes. "
-                    "Python code that branches on a shape cannot be exported with that axis dynamic"
-                )
+        first_difference = None
+        for scale in (1, _LARGE_TRACE_SCALE):
+            levels = [tuple(v * scale for v in trace_levels(examples[s])) for s in symbols]
+            traces, check, verify, difference = _factorial_traces(fn, sig, arrays, axes, symbols, levels, keys)
+            first_difference = first_difference or difference
+            if difference is None:
+                break
+            # Models that branch on a size (mlx-lm's MoE sorts tokens past 64) usually take the
+            # general path at large sizes, and that graph is right at small sizes too: retry
+            # there once. Validation at the example's size checks the claim.
+        if difference is not None:
+            raise DynamicShapeError(
+                f"the traced graph changes with the dynamic sizes ({difference}), so one graph cannot serve all "
+                "sizes, even when traced at large sizes only. Python code that branches on a shape cannot be "
+                "exported with that axis dynamic"
+            )
     merger = _Merger(symbols, [lv[:2] for lv in levels], keys, verify)
+    large = bool(symbols) and levels[0][0] != trace_levels(examples[symbols[0]])[0]
     sized = _check_constants(traces + [check], merger) if symbols else {}
     graph = _build_graph(traces, check, merger, sig, axes, output_names)
     _compute_sized_constants(graph, sized)
     _name_parameters(graph, fn)
     graph.metadata["source"] = getattr(fn, "__qualname__", type(fn).__name__)
     graph.metadata["mlx_version"] = mx.__version__
+    graph.metadata["traced_at_large_sizes"] = large
+    if large:
+        graph.metadata["size_branch"] = first_difference
     return graph, sig, arrays
 
 
