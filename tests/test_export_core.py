@@ -94,7 +94,7 @@ def test_unsupported_primitive_lists_every_missing_one(tmp_path: Path) -> None:
 
 
 def test_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="use one of the suffixes .onnx, .mlxfn"):
+    with pytest.raises(ArtifactError, match="use one of the suffixes .onnx, .mlxfn, .pt, .pt2"):
         mlxport.export(_mlp(), (mx.zeros((2, 16)),), tmp_path / "model.bin")
 
 

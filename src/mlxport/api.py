@@ -18,7 +18,7 @@ from .graph import Graph, SymExpr
 from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
 from .validate import Report, raise_if_failed, validate
 
-FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX"}
+FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export"}
 
 
 def _resolve_source(fn_or_module: Any) -> Callable:
@@ -113,7 +113,7 @@ def export(
     Args:
         fn_or_module: an ``nn.Module``, a function of mx.arrays, or a path to an ``.mlxfn`` file.
         example_args: example inputs (a tuple; a single array is accepted too).
-        path: the output file: ``.onnx`` or ``.mlxfn``.
+        path: the output file: ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript) or ``.pt2`` (torch.export).
         dynamic_axes: ``{input: {axis: name}}`` for dimensions that may vary at run time.
         input_names: names of the inputs (default: the function's parameter names).
         output_names: names of the outputs (default: dict keys, ``output`` or ``output_N``).
@@ -177,8 +177,12 @@ def export(
         report.info["size"] = _size(path)
         say("checking the graph with onnx.checker")
         check(model)
-    else:
+    elif fmt == "MLX":
         _export_mlxfn(fn, sig, arrays, graph, path)
+        digests = {path.name: file_sha256(path)} if checksum else {}
+        report.info["size"] = _size(path)
+    else:
+        _export_torch(graph, examples, path, fmt)
         digests = {path.name: file_sha256(path)} if checksum else {}
         report.info["size"] = _size(path)
     report.info["export seconds"] = round(time.perf_counter() - start, 3)
@@ -212,6 +216,24 @@ def _size(path: Path) -> str:
     if data.exists():
         total += data.stat().st_size
     return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+
+
+def _export_torch(graph: Graph, examples: list[np.ndarray], path: Path, fmt: str) -> None:
+    """TorchScript or torch.export from the torch lowering of the graph."""
+    from .exporters.torch import lower_torch, save_exported, save_torchscript
+    from .torchops.registry import to_tensor
+    from .validate import validation_inputs
+
+    module = lower_torch(graph)
+    if fmt == "TorchScript":
+        save_torchscript(module, path)
+    else:
+        # torch.export specializes sizes of 1: trace the dynamic axes at their second size.
+        inputs = validation_inputs(graph, examples)[-1][1]
+        save_exported(module, graph, tuple(to_tensor(a) for a in inputs), path)
+    inputs_spec, outputs_spec = _io_specs(graph)
+    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
+                                                         "outputs": [vars(o) for o in outputs_spec]}))
 
 
 def _export_mlxfn(fn: Callable, sig: Signature, arrays: list[mx.array], graph: Graph, path: Path) -> None:

@@ -52,6 +52,24 @@ class SymExpr:
     def as_dict(self) -> dict[Monomial, Fraction]:
         return dict(self.terms)
 
+    # Affine arithmetic with ints and other expressions (enough for index math in translations).
+    def __add__(self, other: "SymExpr | int") -> "SymExpr | int":
+        terms = self.as_dict()
+        for mono, coef in (other.terms if isinstance(other, SymExpr) else (((), Fraction(int(other))),)):
+            terms[mono] = terms.get(mono, Fraction(0)) + coef
+        return SymExpr.make(terms)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "SymExpr | int":
+        return SymExpr.make({m: -c for m, c in self.terms})
+
+    def __sub__(self, other: "SymExpr | int") -> "SymExpr | int":
+        return self + (-other)
+
+    def __rsub__(self, other: int) -> "SymExpr | int":
+        return (-self) + other
+
     def __str__(self) -> str:
         parts = []
         for mono, coef in self.terms:

@@ -194,6 +194,70 @@ class MlxfnRunner(Runner):
         return [np.array(to_numpy(o)) for o in outs]
 
 
+class _TorchRunner(Runner):
+    """Shared by the TorchScript and torch.export runners: numpy in, numpy out, names from the sidecar."""
+
+    def _load_signature(self, path: str | os.PathLike) -> None:
+        meta = read_sidecar(path)
+        if not meta.get("inputs"):
+            raise ArtifactError(f"{path} has no {Path(path).name}{SIDE_SUFFIX} beside it, so its inputs are unknown",
+                                hint="Export it again with mlxport, which writes that file.")
+        self.inputs = [IOSpec(**i) for i in meta["inputs"]]
+        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        from .torchops.registry import to_tensor
+
+        with torch.no_grad():
+            outs = self.module(*[to_tensor(a) for a in feed.values()])
+        if not isinstance(outs, (tuple, list)):
+            outs = (outs,)
+        result = []
+        for o in outs:
+            o = o.detach().contiguous()
+            if o.dtype == torch.bfloat16:
+                result.append(o.view(torch.int16).numpy().view(_np_dtype("bfloat16")))
+            else:
+                result.append(o.numpy())
+        return result
+
+
+class TorchScriptRunner(_TorchRunner):
+    """TorchScript (``.pt``) through ``torch.jit.load`` (no unpickling of arbitrary objects)."""
+
+    backend = "torchscript"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .exporters.torch import import_torch
+
+        torch = import_torch()
+        self.path = Path(path)
+        self._load_signature(path)
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:
+            raise ArtifactError(f"torch.jit.load cannot read {path}: {exc}") from exc
+
+
+class ExportedProgramRunner(_TorchRunner):
+    """torch.export programs (``.pt2``) through ``torch.export.load``."""
+
+    backend = "torch.export"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .exporters.torch import import_torch
+
+        torch = import_torch()
+        self.path = Path(path)
+        self._load_signature(path)
+        try:
+            self.module = torch.export.load(str(path)).module()
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"torch.export.load cannot read {path}: {exc}") from exc
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file, read in 1 MiB chunks."""
     import hashlib
@@ -215,14 +279,14 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(f"cannot read the metadata file {side}: {exc}") from exc
 
 
-RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner}
+RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner, ".pt": TorchScriptRunner, ".pt2": ExportedProgramRunner}
 
 
 def load(path: str | os.PathLike, **options: Any) -> Runner:
     """Open an exported artifact with the runtime its suffix names.
 
     Args:
-        path: an ``.onnx`` or ``.mlxfn`` file.
+        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript) or ``.pt2`` (torch.export) file.
         **options: backend options (``threads`` for ONNX Runtime).
 
     Returns:

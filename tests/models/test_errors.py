@@ -81,15 +81,15 @@ def test_dynamic_axis_bad_name(tmp_path: Path, mlp: nn.Module) -> None:
 
 
 def test_unknown_suffix(tmp_path: Path, mlp: nn.Module) -> None:
-    with pytest.raises(ArtifactError, match=r"cannot tell the format of 'mlp.pt': use one of the suffixes .onnx, .mlxfn"):
-        mlxport.export(mlp, (zoo.floats((2, 784)),), tmp_path / "mlp.pt")
-    assert not (tmp_path / "mlp.pt").exists()
+    with pytest.raises(ArtifactError, match=r"cannot tell the format of 'mlp.h5': use one of the suffixes .onnx, .mlxfn, .pt, .pt2"):
+        mlxport.export(mlp, (zoo.floats((2, 784)),), tmp_path / "mlp.h5")
+    assert not (tmp_path / "mlp.h5").exists()
 
 
 def test_load_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
-    (tmp_path / "model.pt").write_bytes(b"")
-    with pytest.raises(ArtifactError, match=r"cannot load 'model.pt': unknown suffix '.pt'; supported: .onnx, .mlxfn"):
-        mlxport.load(tmp_path / "model.pt")
+    (tmp_path / "model.h5").write_bytes(b"")
+    with pytest.raises(ArtifactError, match=r"cannot load 'model.h5': unknown suffix '.h5'; supported: .onnx, .mlxfn, .pt, .pt2"):
+        mlxport.load(tmp_path / "model.h5")
     with pytest.raises(ArtifactError, match=r"no such artifact: .*missing.onnx"):
         mlxport.load(tmp_path / "missing.onnx")
 

@@ -165,3 +165,29 @@ def covered_primitives() -> set[str]:
     for mod in _family_modules():
         names |= set(getattr(mod, "IR_CASES", ()))
     return names
+
+
+def run_case_torch(case: OpCase, shape_index: int, dtype: str, seed: int = 0) -> None:
+    """The same parity check through the torch target (the fx module run eagerly)."""
+    import torch
+
+    from mlxport.exporters.torch import lower_torch
+    from mlxport.torchops.registry import to_tensor
+
+    rng = np.random.default_rng(seed)
+    inputs = (case.make or default_inputs)(rng, case.shapes[shape_index], dtype)
+    graph, sig, _ = capture(case.fn, tuple(to_mx(a) for a in inputs), dynamic_axes=case.dynamic)
+    module = lower_torch(graph)
+    feeds: list[list[np.ndarray]] = [inputs]
+    if case.dynamic:
+        from mlxport.validate import validation_inputs
+
+        feeds = [f for _, f in validation_inputs(graph, inputs, seed)]
+    for feed in feeds:
+        expected = mx_outputs(case.fn, sig, feed)
+        with torch.no_grad():
+            got = [t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy() for t in module(*[to_tensor(a) for a in feed])]
+        for out, e, g in zip(graph.outputs, expected, got):
+            rtol, atol = case.tol.get(dtype, BASE_TOL.get(e.dtype.name, (0.0, 0.0)))
+            check = compare(out.name, e, g, rtol, atol)
+            assert check.ok, check.line()

@@ -23,7 +23,7 @@ from . import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
           "uint8", "uint16", "uint32", "uint64", "bool")
-SUFFIXES = (".onnx", ".mlxfn")
+SUFFIXES = (".onnx", ".mlxfn", ".pt", ".pt2")
 
 
 # ----------------------------------------------------------------------------
@@ -256,11 +256,11 @@ def export_target(
 ) -> Any:
     """Export ``target`` (``module:attr`` or an .mlxfn file) to ``output``; returns the Report."""
     out_suffix = check_suffix(output, "-o/--output")
-    if out_suffix == ".mlxfn" and opset is not None:
-        raise UsageError("--opset applies to ONNX only, but -o/--output is an .mlxfn file; "
+    if out_suffix != ".onnx" and opset is not None:
+        raise UsageError(f"--opset applies to ONNX only, but -o/--output is a {out_suffix} file; "
                          "drop --opset or write a .onnx file")
-    if out_suffix == ".mlxfn" and external_data:
-        raise UsageError("--external-data applies to ONNX only, but -o/--output is an .mlxfn file; "
+    if out_suffix != ".onnx" and external_data:
+        raise UsageError(f"--external-data applies to ONNX only, but -o/--output is a {out_suffix} file; "
                          "drop --external-data or write a .onnx file")
     if not validate and (atol is not None or rtol is not None):
         raise UsageError("--atol/--rtol set a validation tolerance, but --no-validate skips validation; "

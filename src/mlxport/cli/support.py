@@ -14,6 +14,19 @@ class Row:
     family: str
     opsets: str
     doc: str
+    torch: str = ""
+
+
+def _torch_primitives() -> set[str] | None:
+    """Primitives the torch target translates, or None when PyTorch is not installed."""
+    try:
+        from ..torchops.registry import registrations
+    except ImportError:
+        return None
+    try:
+        return set(registrations())
+    except ImportError:
+        return None
 
 
 def _opset_range(start: int, stop: int | None) -> str:
@@ -27,6 +40,7 @@ def support_rows() -> list[Row]:
     from ..exporters.onnx import MIN_OPSET
     from ..ops.registry import registrations
 
+    torch = _torch_primitives()
     rows = []
     for primitive, entries in registrations().items():
         for i, reg in enumerate(entries):
@@ -35,7 +49,8 @@ def support_rows() -> list[Row]:
             stop = None if nxt is None else nxt - 1
             if stop is not None and stop < start:
                 continue  # shadowed below the lowest opset mlxport writes
-            rows.append(Row(primitive, reg.family, _opset_range(start, stop), reg.doc))
+            in_torch = "n/a" if torch is None else ("yes" if primitive in torch else "")
+            rows.append(Row(primitive, reg.family, _opset_range(start, stop), reg.doc, in_torch))
     return rows
 
 
@@ -47,7 +62,8 @@ def _header(rows: list[Row]) -> tuple[str, str]:
     summary = (f"{primitives} MLX primitives have an ONNX translation "
                f"({', '.join(f'{f} {n}' for f, n in sorted(families.items()))}).")
     opsets = (f"mlxport writes ONNX opset {MIN_OPSET} or newer (default {DEFAULT_OPSET}); a primitive has one "
-              "row per opset range where its translation changes.")
+              "row per opset range where its translation changes. The torch column says whether the torch "
+              "target (.pt TorchScript, .pt2 torch.export) translates it too.")
     return summary, opsets
 
 
@@ -62,10 +78,10 @@ def format_support(fmt: str = "text", primitives: list[str] | None = None) -> st
                  f"Generated from the translation registry by `{REGENERATE}`; do not edit by hand.", "",
                  summary, opsets, "Each translation's line says what the primitive's `arguments` hold and "
                  "which ONNX ops it emits. To add one, see [adding_ops.md](adding_ops.md).", "",
-                 "| Primitive | Family | Opsets | Translation |", "|---|---|---|---|"]
+                 "| Primitive | Family | Opsets | torch | Translation |", "|---|---|---|---|---|"]
         for r in rows:
             doc = r.doc.replace("|", "\\|")
-            lines.append(f"| `{r.primitive}` | {r.family} | {r.opsets} | {doc} |")
+            lines.append(f"| `{r.primitive}` | {r.family} | {r.opsets} | {r.torch} | {doc} |")
         return "\n".join(lines) + "\n"
     if fmt != "text":
         raise ValueError(f"format must be 'md' or 'text'; got {fmt!r}")

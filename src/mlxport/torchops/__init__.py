@@ -1,0 +1,1 @@
+"""torch translations of MLX primitives, one module per family (see registry.py)."""

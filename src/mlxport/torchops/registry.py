@@ -1,0 +1,174 @@
+"""The torch lowering registry: one function per MLX primitive, keyed by its exact name.
+
+A translation has the signature ``fn(ctx, node) -> list[Value]``: it adds
+``torch.fx`` nodes through ``ctx`` and returns the values holding the node's
+outputs. Values are fx nodes (tensors, or ints computed from sizes) or plain
+Python numbers. The graph becomes an ``fx.GraphModule``, scripted to
+TorchScript (``.pt``) or exported with ``torch.export`` (``.pt2``); dynamic
+dimensions are read from the inputs with ``Tensor.size(axis)`` so both keep them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import UnsupportedArgumentError
+from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
+
+Translation = Callable[["TorchContext", Node], list[Any]]
+
+
+@dataclass(frozen=True)
+class Registration:
+    primitive: str
+    func: Translation
+    family: str
+
+    @property
+    def doc(self) -> str:
+        return (inspect.getdoc(self.func) or "").splitlines()[0] if self.func.__doc__ else ""
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def torch_op(*primitives: str) -> Callable[[Translation], Translation]:
+    """Register a torch translation for one or more MLX primitive names (exact spelling)."""
+
+    def register(func: Translation) -> Translation:
+        family = func.__module__.rsplit(".", 1)[-1]
+        for name in primitives:
+            if name in _REGISTRY:
+                raise RuntimeError(f"torch translation for '{name}' is registered twice: {func.__module__}.{func.__name__}")
+            _REGISTRY[name] = Registration(name, func, family)
+        return func
+
+    return register
+
+
+def lookup(primitive: str) -> Registration | None:
+    return _REGISTRY.get(primitive)
+
+
+def registrations() -> dict[str, Registration]:
+    load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def load_all() -> None:
+    """Import every torch op family so its registrations run."""
+    from . import elementwise, linalg, reduce, shape  # noqa: F401
+
+
+_TORCH_DTYPES = {
+    "bool": "bool", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "float16": "float16",
+    "bfloat16": "bfloat16", "float32": "float32", "float64": "float64",
+}
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    try:
+        return getattr(torch, _TORCH_DTYPES[name])
+    except KeyError:
+        raise UnsupportedArgumentError(f"dtype {name} has no torch equivalent; supported: {', '.join(_TORCH_DTYPES)}") from None
+
+
+def to_tensor(value: np.ndarray) -> Any:
+    """A torch tensor sharing nothing with MLX's buffers (bfloat16 through its bits)."""
+    import torch
+
+    arr = np.array(value, copy=True, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray does not)
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
+
+
+@dataclass
+class TorchContext:
+    """What a torch translation may use: the IR, the fx graph and builders for its nodes."""
+
+    graph: Graph
+    fx_graph: Any
+    root: Any
+    values: dict[str, Any] = field(default_factory=dict)  # IR tensor name -> fx node or Python value
+    _dims: dict[Any, Any] = field(default_factory=dict)
+    _buffers: int = 0
+    current: Node | None = None
+
+    # -- values ----------------------------------------------------------------
+    def input(self, node: Node, i: int) -> Any:
+        return self.values[node.inputs[i]]
+
+    def in_info(self, node: Node, i: int) -> TensorInfo:
+        return self.graph.tensors[node.inputs[i]]
+
+    def out_info(self, node: Node, i: int = 0) -> TensorInfo:
+        return self.graph.tensors[node.outputs[i]]
+
+    def const_value(self, node: Node, i: int) -> np.ndarray | None:
+        """The value of a constant input (an IR constant), else None."""
+        return self.graph.constants.get(node.inputs[i])
+
+    # -- nodes -----------------------------------------------------------------
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """A call_function node."""
+        return self.fx_graph.call_function(fn, tuple(args), dict(kwargs))
+
+    def method(self, name: str, obj: Any, *args: Any) -> Any:
+        """A call_method node (``obj.name(*args)``)."""
+        return self.fx_graph.call_method(name, (obj, *args))
+
+    def buffer(self, value: np.ndarray, hint: str = "c") -> Any:
+        """Register a constant tensor on the module and read it in the graph."""
+        name = f"{hint}_{self._buffers}"
+        self._buffers += 1
+        self.root.register_buffer(name, to_tensor(value))
+        return self.fx_graph.get_attr(name)
+
+    # -- dimensions ------------------------------------------------------------
+    def dim(self, dim: Dim) -> Any:
+        """An int, or an fx node computing a dynamic dimension from the input sizes."""
+        if not isinstance(dim, SymExpr):
+            return int(dim)
+        if dim in self._dims:
+            return self._dims[dim]
+        total: Any = None
+        for mono, coef in dim.terms:
+            term: Any = None
+            for sym in mono:
+                axis = self.graph.symbols[sym]
+                size = self._size(axis.input, axis.axis)
+                term = size if term is None else self.call(operator.mul, term, size)
+            if term is None:
+                term = int(coef) if coef.denominator == 1 else None
+                if term is None:
+                    raise UnsupportedArgumentError(f"constant fraction {coef} in a dimension")
+            else:
+                if coef.numerator != 1:
+                    term = self.call(operator.mul, term, int(coef.numerator))
+                if coef.denominator != 1:
+                    term = self.call(operator.floordiv, term, int(coef.denominator))
+            total = term if total is None else self.call(operator.add, total, term)
+        self._dims[dim] = total
+        return total
+
+    def _size(self, name: str, axis: int) -> Any:
+        key = ("size", name, axis)
+        if key not in self._dims:
+            self._dims[key] = self.method("size", self.values[name], axis)
+        return self._dims[key]
+
+    def shape(self, dims: Sequence[Dim]) -> list[Any]:
+        return [self.dim(d) for d in dims]
+
+
+def args_error(node: Node, message: str) -> UnsupportedArgumentError:
+    return UnsupportedArgumentError(f"[{node.primitive}] {message}")
