@@ -186,7 +186,8 @@ def run_case_torch(case: OpCase, shape_index: int, dtype: str, seed: int = 0) ->
     for feed in feeds:
         expected = mx_outputs(case.fn, sig, feed)
         with torch.no_grad():
-            got = [t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy() for t in module(*[to_tensor(a) for a in feed])]
+            got = [t.numpy() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().view(_np_dtype("bfloat16"))
+                   for t in module(*[to_tensor(a) for a in feed])]
         for out, e, g in zip(graph.outputs, expected, got):
             rtol, atol = case.tol.get(dtype, BASE_TOL.get(e.dtype.name, (0.0, 0.0)))
             check = compare(out.name, e, g, rtol, atol)

@@ -71,6 +71,7 @@ def lower_torch(graph: Graph) -> Any:
             ctx.values[ir_name] = value
     results = [ctx.values[graph.output_sources[o.name]] for o in graph.outputs]
     fx_graph.output(tuple(results))
+    fx_graph.eliminate_dead_code()  # translations may read a node's source rather than its result
     module = fx.GraphModule(root, fx_graph)
     module.eval()
     return module

@@ -107,3 +107,72 @@ def convert_log(ctx: TorchContext, node: Node) -> list:
 def convert_identity(ctx: TorchContext, node: Node) -> list:
     """StopGradient/Copy/Contiguous(x) -> the input itself."""
     return [ctx.input(node, 0)]
+
+
+@torch_op("DivMod")
+def convert_divmod(ctx: TorchContext, node: Node) -> list:
+    """DivMod(a, b) -> (FloorDivide, Remainder) as torch.floor/div and torch.remainder (floor_divide for ints)."""
+    a, b = ctx.input(node, 0), ctx.input(node, 1)
+    dtype = ctx.out_info(node).dtype
+    if dtype == "bool":
+        # a // True == a and a % True == False; divisions by False are undefined in MLX.
+        return [ctx.call(torch.logical_and, a, b), ctx.call(torch.logical_and, a, ctx.call(torch.logical_not, b))]
+    if dtype.startswith(("float", "bfloat")):
+        # MLX floors the quotient; torch.floor_divide differs on infinities and zeros.
+        return [ctx.call(torch.floor, ctx.call(torch.div, a, b)), ctx.call(torch.remainder, a, b)]
+    if dtype in _WIDEN:
+        a, b = ctx.method("to", a, torch.int64), ctx.method("to", b, torch.int64)
+    quotient, remainder = ctx.call(torch.floor_divide, a, b), ctx.call(torch.remainder, a, b)
+    if dtype in _WIDEN:
+        quotient, remainder = (ctx.method("to", v, torch_dtype(dtype)) for v in (quotient, remainder))
+    return [quotient, remainder]
+
+
+# mlx::core::BitwiseBinary::Op order (its state()).
+_BITWISE = ("And", "Or", "Xor", "LeftShift", "RightShift")
+_BITWISE_FNS = (torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor, torch.bitwise_left_shift,
+                torch.bitwise_right_shift)
+
+
+@torch_op("BitwiseBinary")
+def convert_bitwise_binary(ctx: TorchContext, node: Node) -> list:
+    """BitwiseBinary(a, b) [op] -> torch.bitwise_and/or/xor/left_shift/right_shift."""
+    kind = node.arguments[0] if node.arguments else None
+    if not isinstance(kind, int) or not 0 <= kind < len(_BITWISE):
+        raise args_error(node, f"op must be 0..4 ({', '.join(_BITWISE)}); got {kind}")
+    dtype = ctx.out_info(node).dtype
+    if dtype.startswith(("float", "bfloat", "complex")) or (dtype == "bool" and kind > 2):
+        raise args_error(node, f"{_BITWISE[kind]} takes integer{' or bool' if kind < 3 else ''} inputs; got {dtype}")
+    a, b = ctx.input(node, 0), ctx.input(node, 1)
+    if kind < 3 or dtype not in _WIDEN:
+        return [ctx.call(_BITWISE_FNS[kind], a, b)]
+    # torch has no unsigned shift kernels: shift the zero-extended (uint16/32) or same-bits
+    # (uint64) int64 and truncate back.
+    a, b = ctx.method("to", a, torch.int64), ctx.method("to", b, torch.int64)
+    out = ctx.call(_BITWISE_FNS[kind], a, b)
+    if kind == 4 and dtype == "uint64":
+        # int64's >> copies the top bit: clear the b high bits it filled (b < 64; none when b == 0).
+        high = ctx.call(torch.bitwise_left_shift, ctx.call(torch.full_like, b, -1), ctx.call(torch.sub, 64, b))
+        filled = ctx.call(torch.where, ctx.call(torch.eq, b, 0), ctx.call(torch.zeros_like, high), high)
+        out = ctx.call(torch.bitwise_and, out, ctx.call(torch.bitwise_not, filled))
+    return [ctx.method("to", out, torch_dtype(dtype))]
+
+
+@torch_op("BitwiseInvert")
+def convert_bitwise_invert(ctx: TorchContext, node: Node) -> list:
+    """BitwiseInvert(x) -> torch.bitwise_not (logical not for bool; unsigned via int64 and back)."""
+    x = ctx.input(node, 0)
+    dtype = ctx.out_info(node).dtype
+    if dtype.startswith(("float", "bfloat", "complex")):
+        raise args_error(node, f"takes integer or bool inputs; got {dtype}")
+    if dtype not in _WIDEN:
+        return [ctx.call(torch.bitwise_not, x)]
+    return [ctx.method("to", ctx.call(torch.bitwise_not, ctx.method("to", x, torch.int64)), torch_dtype(dtype))]
+
+
+@torch_op("Conjugate")
+def convert_conjugate(ctx: TorchContext, node: Node) -> list:
+    """Conjugate(x) -> the input itself for real dtypes, torch.conj_physical for complex ones."""
+    if ctx.out_info(node).dtype.startswith("complex"):
+        return [ctx.call(torch.conj_physical, ctx.input(node, 0))]
+    return [ctx.input(node, 0)]

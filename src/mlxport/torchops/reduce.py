@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from ..graph import Node
@@ -59,3 +61,181 @@ def convert_softmax(ctx: TorchContext, node: Node) -> list:
         out = ctx.call(torch.softmax, ctx.method("float", x), -1)
         return [ctx.method("to", out, torch_dtype(dtype))]
     return [ctx.call(torch.softmax, x, -1)]
+
+
+# -- ArgReduce, Scan, sorting, LogSumExp, SearchSorted -------------------------------------------
+
+_HALF = {"float16", "bfloat16"}
+_FLOATS = {"float16", "bfloat16", "float32", "float64"}
+_INT64_MIN = -(2**63)
+
+
+def _axis(node: Node, value: object, rank: int) -> int:
+    if rank == 0:
+        raise args_error(node, "input must have at least one axis; got a scalar")
+    if not isinstance(value, int) or not -rank <= value < rank:
+        raise args_error(node, f"axis must be a static int in [{-rank}, {rank}); got {value}")
+    return value % rank
+
+
+def _ordered(ctx: TorchContext, x: object, dtype: str) -> tuple[object, str]:
+    """``x`` in a dtype with the same order that torch's CPU comparisons and arg/cum kernels take."""
+    if dtype == "bool" or dtype in ("uint16", "uint32"):
+        return ctx.method("to", x, torch.int64), "int64"
+    if dtype == "uint64":
+        # Flipping the sign bit of the bit pattern maps uint64's order onto int64's.
+        return ctx.call(torch.bitwise_xor, ctx.method("to", x, torch.int64), _INT64_MIN), "uint64"
+    return x, dtype
+
+
+def _unordered(ctx: TorchContext, x: object, compute: str, dtype: str) -> object:
+    """Undo :func:`_ordered` on values."""
+    if compute == "uint64":
+        x = ctx.call(torch.bitwise_xor, x, _INT64_MIN)
+    return x if compute == dtype else ctx.method("to", x, torch_dtype(dtype))
+
+
+@torch_op("ArgReduce")
+def convert_arg_reduce(ctx: TorchContext, node: Node) -> list:
+    """ArgReduce(x) [ArgMin|ArgMax, axis] -> torch.argmin/argmax keepdim, cast to the uint32 output."""
+    kind = int(node.arguments[0])
+    if kind not in (0, 1):
+        raise args_error(node, f"reduce type must be 0 (ArgMin) or 1 (ArgMax); got {kind}")
+    info = ctx.in_info(node, 0)
+    axis = _axis(node, node.arguments[1], info.rank)
+    # torch, like MLX, returns the first NaN, else the first of tied extremes.
+    x, _ = _ordered(ctx, ctx.input(node, 0), info.dtype)
+    index = ctx.call(torch.argmax if kind else torch.argmin, x, axis, keepdim=True)
+    return [ctx.method("to", index, torch_dtype(ctx.out_info(node).dtype))]
+
+
+# mlx::core::Scan::ReduceType order: Max, Min, Sum, Prod, LogAddExp
+_SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
+_SCAN_NATIVE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"}
+
+
+def _scan_identity(kind: str, dtype: str) -> object:
+    """What MLX puts first in an exclusive scan of ``dtype``, as a Python number (see _ordered)."""
+    if kind == "Sum":
+        return 0
+    if kind == "Prod":
+        return 1
+    if dtype in _FLOATS or kind == "LogAddExp":
+        return float("-inf") if kind in ("Max", "LogAddExp") else float("inf")
+    if dtype == "bool":
+        return int(kind == "Min")
+    if dtype == "uint64":  # sign-flipped int64 (see _ordered)
+        dtype = "int64"
+    info = torch.iinfo(torch_dtype(dtype))
+    return info.min if kind == "Max" else info.max
+
+
+@torch_op("Scan")
+def convert_scan(ctx: TorchContext, node: Node) -> list:
+    """Scan(x) [type, axis, reverse, inclusive] -> torch.cumsum/cumprod/cummax/cummin/logcumsumexp (+ flip, pad)."""
+    kind_id, axis, reverse, inclusive = node.arguments[:4]
+    if not 0 <= int(kind_id) < len(_SCAN_KINDS):
+        raise args_error(node, f"scan type must be 0..4 (Max, Min, Sum, Prod, LogAddExp); got {kind_id}")
+    kind = _SCAN_KINDS[int(kind_id)]
+    info = ctx.in_info(node, 0)
+    axis = _axis(node, axis, info.rank)
+    out_dtype = ctx.out_info(node).dtype
+    if kind == "LogAddExp" and out_dtype not in _FLOATS:
+        raise args_error(node, f"logcumsumexp needs a floating-point input; got {info.dtype}")
+    x = ctx.input(node, 0)
+    if kind in ("Max", "Min"):
+        x, compute = _ordered(ctx, x, info.dtype)
+    else:
+        # MLX's cumsum of bool gives int32; half precision logcumsumexp accumulates in float32.
+        compute = out_dtype if out_dtype in _SCAN_NATIVE else "int64"
+        if kind == "LogAddExp" and out_dtype in _HALF:
+            compute = "float32"
+        if compute != info.dtype:
+            x = ctx.method("to", x, torch_dtype(compute))
+    if reverse:
+        x = ctx.call(torch.flip, x, [axis])
+    if not inclusive:
+        # An exclusive scan is the inclusive scan of [identity, x[:-1]].
+        pad = [0, 0] * (info.rank - 1 - axis) + [1, 0]
+        fill = _scan_identity(kind, info.dtype if kind in ("Max", "Min") else compute)
+        padded = ctx.call(torch.constant_pad_nd, x, pad, fill)
+        x = ctx.method("narrow", padded, axis, 0, ctx.dim(info.shape[axis]))
+    if kind in ("Sum", "Prod"):
+        # torch promotes integer scans to int64 unless told the dtype.
+        out = ctx.call(torch.cumsum if kind == "Sum" else torch.cumprod, x, axis, dtype=torch_dtype(compute))
+    elif kind == "LogAddExp":
+        out = ctx.call(torch.logcumsumexp, x, axis)
+    else:
+        out = ctx.call(operator.getitem, ctx.call(torch.cummax if kind == "Max" else torch.cummin, x, axis), 0)
+    if reverse:
+        out = ctx.call(torch.flip, out, [axis])
+    return [_unordered(ctx, out, compute, out_dtype)]
+
+
+def _sort(ctx: TorchContext, node: Node, axis_arg: object) -> tuple[object, object]:
+    """(values, int64 indices) of a stable ascending sort along the axis; NaN last, as in MLX."""
+    info = ctx.in_info(node, 0)
+    axis = _axis(node, axis_arg, info.rank)
+    x, compute = _ordered(ctx, ctx.input(node, 0), info.dtype)
+    pair = ctx.call(torch.sort, x, dim=axis, stable=True)
+    values = ctx.call(operator.getitem, pair, 0)
+    return _unordered(ctx, values, compute, info.dtype), ctx.call(operator.getitem, pair, 1)
+
+
+@torch_op("Sort")
+def convert_sort(ctx: TorchContext, node: Node) -> list:
+    """Sort(x) [axis] -> torch.sort (stable) values."""
+    return [_sort(ctx, node, node.arguments[0])[0]]
+
+
+@torch_op("ArgSort")
+def convert_arg_sort(ctx: TorchContext, node: Node) -> list:
+    """ArgSort(x) [axis] -> torch.sort (stable) indices, cast to the uint32 output."""
+    return [ctx.method("to", _sort(ctx, node, node.arguments[0])[1], torch_dtype(ctx.out_info(node).dtype))]
+
+
+# A sorted axis is a valid partition around every kth (kth may even be dynamic).
+@torch_op("Partition")
+def convert_partition(ctx: TorchContext, node: Node) -> list:
+    """Partition(x) [kth, axis] -> torch.sort values (a full sort is valid for any kth)."""
+    return [_sort(ctx, node, node.arguments[1])[0]]
+
+
+@torch_op("ArgPartition")
+def convert_arg_partition(ctx: TorchContext, node: Node) -> list:
+    """ArgPartition(x) [kth, axis] -> torch.sort indices (a full sort), cast to the uint32 output."""
+    return [ctx.method("to", _sort(ctx, node, node.arguments[1])[1], torch_dtype(ctx.out_info(node).dtype))]
+
+
+@torch_op("LogSumExp")
+def convert_log_sum_exp(ctx: TorchContext, node: Node) -> list:
+    """LogSumExp(x) -> torch.logsumexp over the last axis, keepdim (in float32 for half inputs, as MLX)."""
+    info = ctx.in_info(node, 0)
+    _axis(node, -1, info.rank)
+    x = ctx.input(node, 0)
+    if info.dtype in _HALF:
+        out = ctx.call(torch.logsumexp, ctx.method("float", x), [-1], keepdim=True)
+        return [ctx.method("to", out, torch_dtype(info.dtype))]
+    return [ctx.call(torch.logsumexp, x, [-1], keepdim=True)]
+
+
+@torch_op("SearchSorted")
+def convert_search_sorted(ctx: TorchContext, node: Node) -> list:
+    """SearchSorted(sorted, values) [right] -> torch.lt/le on every pair, sum, cast to the uint32 output."""
+    right = bool(node.arguments[0])
+    info = ctx.in_info(node, 0)
+    if info.rank != 1:
+        raise args_error(node, f"the sorted sequence must be 1-D; got {info.describe()}")
+    seq, _ = _ordered(ctx, ctx.input(node, 0), info.dtype)
+    values, _ = _ordered(ctx, ctx.input(node, 1), ctx.in_info(node, 1).dtype)
+    values = ctx.method("unsqueeze", values, -1)  # [..., 1] against [n]
+    # left counts seq < value, right counts seq <= value (torch.searchsorted has no NaN order).
+    hits = ctx.call(torch.le if right else torch.lt, seq, values)
+    if info.dtype in _FLOATS:
+        # MLX orders NaN after every number and equal to itself (as its sort places it).
+        value_nan = ctx.call(torch.isnan, values)
+        if not right:
+            value_nan = ctx.call(torch.logical_and, value_nan, ctx.call(torch.logical_not, ctx.call(torch.isnan, seq)))
+        hits = ctx.call(torch.logical_or, hits, value_nan)
+    count = ctx.call(torch.sum, hits, [-1], dtype=torch.int64)
+    return [ctx.method("to", count, torch_dtype(ctx.out_info(node).dtype))]

@@ -62,7 +62,7 @@ def registrations() -> dict[str, Registration]:
 
 def load_all() -> None:
     """Import every torch op family so its registrations run."""
-    from . import elementwise, linalg, reduce, shape  # noqa: F401
+    from . import elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
 
 
 _TORCH_DTYPES = {

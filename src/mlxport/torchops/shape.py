@@ -1,12 +1,16 @@
-"""Layout primitives as torch calls: reshape, broadcast, transpose, slicing, concatenation, casts."""
+"""Layout primitives as torch calls: reshape, broadcast, transpose, slicing, concatenation, splitting, padding,
+casts, views, strided views, and values made from shapes (Arange, Full, NumberOfElements)."""
 
 from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 
 from ..graph import Node, SymExpr
+from ..ops.registry import numpy_dtype
+from ..ops.shape import _arange_static
 from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 
@@ -96,3 +100,132 @@ def convert_slice(ctx: TorchContext, node: Node) -> list:
     if all(i == slice(None) for i in index):
         return [x]
     return [ctx.call(operator.getitem, x, tuple(index))]
+
+
+@torch_op("View")
+def convert_view(ctx: TorchContext, node: Node) -> list:
+    """View(x) [dtype] -> Tensor.view(dtype) (a bit reinterpretation, as in MLX)."""
+    src, dst = ctx.in_info(node, 0).dtype, node.arguments[0]
+    if src == dst:
+        return [ctx.input(node, 0)]
+    return [ctx.method("view", ctx.input(node, 0), torch_dtype(dst))]
+
+
+@torch_op("Split")
+def convert_split(ctx: TorchContext, node: Node) -> list:
+    """Split(x) [indices, axis] -> torch.split with the output sizes."""
+    axis = int(node.arguments[1]) % ctx.in_info(node, 0).rank
+    if len(node.outputs) == 1:
+        return [ctx.input(node, 0)]
+    sizes = [ctx.dim(ctx.out_info(node, i).shape[axis]) for i in range(len(node.outputs))]
+    parts = ctx.call(torch.split, ctx.input(node, 0), sizes, axis)
+    return [ctx.call(operator.getitem, parts, i) for i in range(len(sizes))]
+
+
+@torch_op("Pad")
+def convert_pad(ctx: TorchContext, node: Node) -> list:
+    """Pad(x, value) [axes, low, high] -> torch.nn.functional.pad (constant; a runtime value through torch.where)."""
+    axes, low, high = (list(a) for a in node.arguments[:3])
+    rank = ctx.in_info(node, 0).rank
+    lo: list = [0] * rank
+    hi: list = [0] * rank
+    for a, l, h in zip(axes, low, high):
+        if (not isinstance(l, SymExpr) and l < 0) or (not isinstance(h, SymExpr) and h < 0):
+            raise args_error(node, f"pad sizes must be non-negative; got {l}, {h} on axis {a}")
+        lo[int(a) % rank], hi[int(a) % rank] = l, h
+    x = ctx.input(node, 0)
+    if all(p == 0 for p in lo + hi):
+        return [x]
+    # torch lists pads from the last axis backwards: (low, high) per axis.
+    pads = [ctx.dim(p) for a in reversed(range(rank)) for p in (lo[a], hi[a])]
+    value = ctx.const_value(node, 1)
+    if value is not None and value.size == 1:
+        # TorchScript's pad takes a float value; torch casts it to x's dtype.
+        return [ctx.call(torch.nn.functional.pad, x, pads, "constant", float(value.reshape(())))]
+    # A runtime pad value: pad a mask alongside and fill where it is false.
+    inside = ctx.call(torch.nn.functional.pad, ctx.call(torch.ones_like, x, dtype=torch.bool), pads, "constant", 0.0)
+    padded = ctx.call(torch.nn.functional.pad, x, pads, "constant", 0.0)
+    fill = ctx.method("to", ctx.input(node, 1), torch_dtype(ctx.out_info(node).dtype))
+    return [ctx.call(torch.where, inside, padded, fill)]
+
+
+@torch_op("Arange")
+def convert_arange(ctx: TorchContext, node: Node) -> list:
+    """Arange() [start, stop, step] -> a constant (static floats), else torch.arange(n) * step + start."""
+    start, _, step = node.arguments[:3]
+    dtype = ctx.out_info(node).dtype
+    n = ctx.out_info(node).shape[0]
+    if isinstance(step, SymExpr):
+        raise args_error(node, f"step must be static; got {step}")
+    if dtype == "bool":
+        raise args_error(node, "the output dtype must be numeric (MLX has no bool arange); got bool")
+    is_float = dtype in ("float16", "bfloat16", "float32", "float64")
+    if is_float and not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
+        # A constant holds MLX's exact values: its CPU kernel accumulates the step in the output dtype.
+        return [ctx.buffer(_arange_static(float(start), float(step), int(n), dtype), hint="arange")]
+    if isinstance(start, SymExpr):
+        first, delta = ctx.dim(start), float(step) if is_float else int(step)
+        if not is_float and not float(step).is_integer():
+            raise args_error(node, f"an integer arange with a dynamic start needs an integer step; got {step}")
+    else:
+        t = numpy_dtype(dtype)
+        first_v = np.array(start).astype(t)
+        # MLX's step in the output dtype is T(start + step) - T(start).
+        delta = (np.array(float(start) + float(step)).astype(t) - first_v).item()
+        first = first_v.item()
+    wide = torch.float32 if is_float else torch.int64
+    ramp = ctx.call(torch.arange, ctx.dim(n), dtype=wide)
+    out = ctx.call(operator.add, ctx.call(operator.mul, ramp, delta), first)
+    return [ctx.method("to", out, torch_dtype(dtype))]
+
+
+@torch_op("Full")
+def convert_full(ctx: TorchContext, node: Node) -> list:
+    """Full(x) -> nothing: its input is already broadcast to the output shape (MLX only materializes it)."""
+    return [ctx.input(node, 0)]
+
+
+@torch_op("NumberOfElements")
+def convert_number_of_elements(ctx: TorchContext, node: Node) -> list:
+    """NumberOfElements(x) [axes, inverted, dtype] -> a constant, or torch.scalar_tensor of the size product."""
+    axes, inverted, dtype = node.arguments[:3]
+    shape = ctx.in_info(node, 0).shape
+    dims = [shape[int(a) % len(shape)] for a in axes]
+    if all(not isinstance(d, SymExpr) for d in dims):
+        total = float(np.prod(dims, dtype=np.float64))
+        return [ctx.buffer(np.array(1.0 / total if inverted else total).astype(numpy_dtype(dtype)), hint="count")]
+    if inverted and dtype not in ("float16", "bfloat16", "float32", "float64"):
+        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+    prod = None
+    for d in dims:
+        prod = ctx.dim(d) if prod is None else ctx.call(operator.mul, prod, ctx.dim(d))
+    if not inverted:
+        return [ctx.call(torch.scalar_tensor, prod, dtype=torch_dtype(dtype))]
+    # Divide in float32, then round to the output type.
+    inv = ctx.call(torch.reciprocal, ctx.call(torch.scalar_tensor, prod, dtype=torch.float32))
+    return [ctx.method("to", inv, torch_dtype(dtype))]
+
+
+@torch_op("AsStrided")
+def convert_as_strided(ctx: TorchContext, node: Node) -> list:
+    """AsStrided(x) [shape, strides, offset] -> torch.as_strided of the flat input, or torch.take (negative strides)."""
+    shape, strides, offset = (list(node.arguments[0]), list(node.arguments[1]), node.arguments[2])
+    flat = ctx.method("reshape", ctx.input(node, 0), [-1])
+    static = not any(isinstance(v, SymExpr) for v in strides + [offset])
+    if static and all(int(s) >= 0 for s in strides):
+        if int(offset):
+            # Slicing moves the storage offset; as_strided then counts from the view's own start.
+            flat = ctx.call(operator.getitem, flat, slice(int(offset), None))
+        return [ctx.call(torch.as_strided, flat, ctx.shape(shape), [int(s) for s in strides])]
+    rank = len(shape)
+    if static and not any(isinstance(d, SymExpr) for d in shape):
+        idx = np.full([1] * rank, int(offset), np.int64)
+        for k, (n, s) in enumerate(zip(shape, strides)):
+            idx = idx + (np.arange(int(n), dtype=np.int64) * int(s)).reshape([-1 if j == k else 1 for j in range(rank)])
+        return [ctx.call(torch.take, flat, ctx.buffer(np.broadcast_to(idx, tuple(shape)).copy(), hint="strided"))]
+    # Per-axis ramps that broadcast together into offset + sum_k i_k * stride_k.
+    idx = ctx.call(torch.full, [1] * rank, ctx.dim(offset), dtype=torch.int64)
+    for k, (n, s) in enumerate(zip(shape, strides)):
+        ramp = ctx.call(operator.mul, ctx.call(torch.arange, ctx.dim(n), dtype=torch.int64), ctx.dim(s))
+        idx = ctx.call(operator.add, idx, ctx.method("reshape", ramp, [-1 if j == k else 1 for j in range(rank)]))
+    return [ctx.call(torch.take, flat, idx)]
