@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import export
+from .api import Traced, export, trace
 from .capture import capture
 from .errors import (
     ArtifactError,
@@ -23,5 +23,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError", "CaptureError", "DynamicShapeError", "MlxportError", "Report", "ShapeMismatchError",
     "ToleranceError", "UnsupportedArgumentError", "UnsupportedPrimitiveError", "ValidationError",
-    "capture", "export", "load", "__version__",
+    "Traced", "capture", "export", "load", "trace", "__version__",
 ]

@@ -16,7 +16,8 @@ from .capture import Signature, capture, to_mx, to_numpy
 from .errors import ArtifactError, CaptureError, DynamicShapeError, ValidationError
 from .graph import Graph, SymExpr
 from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
-from .validate import Report, raise_if_failed, validate
+from .validate import Report, raise_if_failed
+from .validate import validate as validate_runs
 
 FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export"}
 
@@ -132,82 +133,140 @@ def export(
     Returns:
         A Report: per output shape and max abs/rel error against MLX, graph statistics.
     """
-    say = progress or (lambda _msg: None)
     path = Path(path)
+    _format_of(path, dynamic=bool(dynamic_axes))
+    traced = trace(fn_or_module, example_args, dynamic_axes=dynamic_axes, input_names=input_names,
+                   output_names=output_names, progress=progress)
+    return traced.save(path, opset=opset, validate=validate, atol=atol, rtol=rtol, external_data=external_data,
+                       optimize=optimize, contrib_ops=contrib_ops, checksum=checksum, progress=progress)
+
+
+def _format_of(path: Path, dynamic: bool) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ArtifactError(f"cannot tell the format of '{path.name}': use one of the suffixes {', '.join(FORMATS)}")
-    if fmt == "MLX" and dynamic_axes:
+    if fmt == "MLX" and dynamic:
         raise CaptureError(
             "dynamic_axes cannot be exported to .mlxfn: that needs MLX's shapeless export, which gives wrong "
             "results and can corrupt memory at other sizes (mlx issues #2596, #2607). Export the .mlxfn with "
             "fixed shapes (no dynamic_axes), or export to .onnx, whose dynamic axes mlxport derives and validates")
+    return fmt
+
+
+def trace(
+    fn_or_module: Any,
+    example_args: Sequence[Any] | Any,
+    *,
+    dynamic_axes: Mapping[str, Any] | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> "Traced":
+    """Capture once; then ``.save(path)`` writes any format, each validated against MLX.
+
+    Args:
+        fn_or_module: an ``nn.Module``, a function of mx.arrays, or a path to an ``.mlxfn`` file.
+        example_args: example inputs (a tuple; a single array is accepted too).
+        dynamic_axes: ``{input: {axis: name}}`` for dimensions that may vary at run time.
+        input_names: names of the inputs (default: the function's parameter names).
+        output_names: names of the outputs (default: dict keys, ``output`` or ``output_N``).
+        progress: called with a short message at each stage.
+
+    Returns:
+        A Traced: call it like the MLX function; ``save(path, ...)`` takes export's format options.
+    """
+    say = progress or (lambda _msg: None)
     fn = _resolve_source(fn_or_module)
     if input_names is None and getattr(fn, "__mlxport_input_names__", None):
         input_names = fn.__mlxport_input_names__  # type: ignore[attr-defined]
     if output_names is None and getattr(fn, "__mlxport_output_names__", None):
         output_names = fn.__mlxport_output_names__  # type: ignore[attr-defined]
-    start = time.perf_counter()
     if getattr(fn, "__mlxport_warm_up__", None):
         fn.__mlxport_warm_up__(example_args)  # type: ignore[attr-defined]
     say("capturing the graph")
+    start = time.perf_counter()
+    if not isinstance(example_args, (tuple, list)):
+        example_args = (example_args,)
     graph, sig, arrays = capture(fn, example_args, input_names=input_names, output_names=output_names,
                                  dynamic_axes=dynamic_axes)
-    examples = [np.array(to_numpy(a)) for a in arrays]
-    report = Report(str(path), fmt)
-    report.info["primitives"] = len(graph.nodes)
-    report.info["parameters"] = graph.num_parameters
-    if graph.dynamic_axes:
-        report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
-    if graph.metadata.get("traced_at_large_sizes"):
-        report.info["note"] = ("the traced graph changes below some size (Python code branches on a shape), so it "
-                               "was traced at large sizes; validation checks it at the example's sizes")
-        if not validate:
-            warnings.warn("the graph was traced at large sizes because the model branches on a size; only "
-                          "validation shows it is right at small ones, and validate=False skips it", stacklevel=2)
-    if fmt == "ONNX":
-        from .exporters.onnx import check, export_onnx
-
-        say(f"lowering {len(graph.nodes)} primitives to ONNX")
-        model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
-                            contrib_ops=contrib_ops, checksum=checksum)
-        digests = model.stats["sha256"]
-        report.info["opset"] = model.opset
-        report.info["onnx nodes"] = len(model.proto.graph.node)
-        report.info["size"] = _size(path)
-        say("checking the graph with onnx.checker")
-        check(model)
-    elif fmt == "MLX":
-        _export_mlxfn(fn, sig, arrays, graph, path)
-        digests = {path.name: file_sha256(path)} if checksum else {}
-        report.info["size"] = _size(path)
-    else:
-        _export_torch(graph, examples, path, fmt)
-        digests = {path.name: file_sha256(path)} if checksum else {}
-        report.info["size"] = _size(path)
-    report.info["export seconds"] = round(time.perf_counter() - start, 3)
-    if validate:
-        say("validating against MLX")
-        runner = load(path)
-        report.runs = _validate(runner, fn, sig, graph, examples, rtol, atol)
-        report.validated = True
-    write_sidecar(path, graph, report, digests)
-    if validate:
-        try:
-            raise_if_failed(report.runs, report)
-        except ValidationError as exc:
-            if graph.metadata.get("traced_at_large_sizes"):
-                raise DynamicShapeError(
-                    "the traced graph changes with the dynamic sizes "
-                    f"({graph.metadata.get('size_branch')}); traced at large sizes, it does not match MLX at the "
-                    f"example's sizes:\n{exc}\nThe model branches on a shape: keep that axis fixed") from None
-            raise
-    return report
+    return Traced(fn, graph, sig, arrays, time.perf_counter() - start)
 
 
-def _validate(runner: Any, fn: Callable, sig: Signature, graph: Graph, examples: list[np.ndarray],
-              rtol: float | None, atol: float | None) -> list:
-    return validate(runner, fn, sig, graph, examples, rtol=rtol, atol=atol, raise_on_error=False)
+class Traced:
+    """A captured MLX function: one graph, saved to any format, MLX's reference outputs computed once."""
+
+    def __init__(self, fn: Callable, graph: Graph, sig: Signature, arrays: list[mx.array], seconds: float) -> None:
+        self.fn, self.graph, self.sig, self.arrays = fn, graph, sig, arrays
+        self.examples = [np.array(to_numpy(a)) for a in arrays]
+        self.capture_seconds = seconds
+        self._references: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the original MLX function."""
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(i.describe() for i in self.graph.inputs)
+        return f"<Traced {self.graph.metadata.get('source')}: ({ins}), {len(self.graph.nodes)} primitives>"
+
+    def save(self, path: str | os.PathLike, *, opset: int | None = None, validate: bool = True,
+             atol: float | None = None, rtol: float | None = None, external_data: bool | None = None,
+             optimize: bool = True, contrib_ops: bool | None = None, checksum: bool = True,
+             progress: Callable[[str], None] | None = None) -> Report:
+        """Write the graph in the format the suffix names, then validate it (see ``export``)."""
+        say = progress or (lambda _msg: None)
+        path = Path(path)
+        graph, fn, sig, arrays, examples = self.graph, self.fn, self.sig, self.arrays, self.examples
+        fmt = _format_of(path, dynamic=bool(graph.dynamic_axes))
+        start = time.perf_counter()
+        report = Report(str(path), fmt)
+        report.info["primitives"] = len(graph.nodes)
+        report.info["parameters"] = graph.num_parameters
+        if graph.dynamic_axes:
+            report.info["dynamic axes"] = ", ".join(f"{a.input}[{a.axis}]={a.symbol}" for a in graph.dynamic_axes)
+        if graph.metadata.get("traced_at_large_sizes"):
+            report.info["note"] = ("the traced graph changes below some size (Python code branches on a shape), "
+                                   "so it was traced at large sizes; validation checks it at the example's sizes")
+            if not validate:
+                warnings.warn("the graph was traced at large sizes because the model branches on a size; only "
+                              "validation shows it is right at small ones, and validate=False skips it", stacklevel=2)
+        if fmt == "ONNX":
+            from .exporters.onnx import check, export_onnx
+
+            say(f"lowering {len(graph.nodes)} primitives to ONNX")
+            model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
+                                contrib_ops=contrib_ops, checksum=checksum)
+            digests = model.stats["sha256"]
+            report.info["opset"] = model.opset
+            report.info["onnx nodes"] = len(model.proto.graph.node)
+            say("checking the graph with onnx.checker")
+            check(model)
+        elif fmt == "MLX":
+            _export_mlxfn(fn, sig, arrays, graph, path)
+            digests = {path.name: file_sha256(path)} if checksum else {}
+        else:
+            say(f"lowering {len(graph.nodes)} primitives to torch")
+            _export_torch(graph, examples, path, fmt)
+            digests = {path.name: file_sha256(path)} if checksum else {}
+        report.info["size"] = _size(path)
+        report.info["export seconds"] = round(self.capture_seconds + time.perf_counter() - start, 3)
+        if validate:
+            say("validating against MLX")
+            report.runs = validate_runs(load(path), fn, sig, graph, examples, rtol=rtol, atol=atol,
+                                        raise_on_error=False, references=self._references)
+            report.validated = True
+        write_sidecar(path, graph, report, digests)
+        if validate:
+            try:
+                raise_if_failed(report.runs, report)
+            except ValidationError as exc:
+                if graph.metadata.get("traced_at_large_sizes"):
+                    raise DynamicShapeError(
+                        "the traced graph changes with the dynamic sizes "
+                        f"({graph.metadata.get('size_branch')}); traced at large sizes, it does not match MLX at "
+                        f"the example's sizes:\n{exc}\nThe model branches on a shape: keep that axis fixed") from None
+                raise
+        return report
 
 
 def _size(path: Path) -> str:

@@ -173,11 +173,21 @@ def mlx_reference(fn: Callable, sig: Signature, inputs: Sequence[np.ndarray]) ->
 
 
 def validate(runner: Runner, fn: Callable, sig: Signature, graph: Graph, examples: Sequence[np.ndarray], *,
-             rtol: float | None = None, atol: float | None = None, raise_on_error: bool = True) -> list[ValidationRun]:
-    """Run MLX and the artifact side by side; raise after checking every output of every run."""
+             rtol: float | None = None, atol: float | None = None, raise_on_error: bool = True,
+             references: dict[str, list[np.ndarray]] | None = None) -> list[ValidationRun]:
+    """Run MLX and the artifact side by side; raise after checking every output of every run.
+
+    ``references`` caches MLX's outputs by run label, so saving one trace to several formats
+    computes them once.
+    """
     runs = []
     for label, inputs in validation_inputs(graph, examples):
-        expected = mlx_reference(fn, sig, inputs)
+        if references is not None and label in references:
+            expected = references[label]
+        else:
+            expected = mlx_reference(fn, sig, inputs)
+            if references is not None:
+                references[label] = expected
         try:
             got = runner(*inputs)
         except Exception as exc:  # runtimes raise their own untyped errors
