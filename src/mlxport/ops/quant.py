@@ -28,6 +28,7 @@ import numpy as np
 
 from ..graph import Node, SymExpr
 from .linalg import batch_operand, is_batch_iota, take_batch
+from ..primargs import quant_args
 from .registry import ConvertContext, Initializer, args_error, numpy_dtype, onnx_op, static_ints
 
 # Use com.microsoft ops where they apply. ``lower(..., contrib_ops=...)`` overrides
@@ -53,16 +54,7 @@ def _accuracy_level(ctx: ConvertContext) -> int:
     return int(ctx.options.get("nbits_accuracy_level", NBITS_ACCURACY_LEVEL))
 
 
-def _quant_args(node: Node) -> tuple[int, int, str]:
-    group, bits, mode = (int(v) for v in node.arguments[:3])
-    if mode not in _MODES:
-        raise args_error(node, f"mode must be one of {sorted(_MODES.values())}; got code {mode}")
-    name = _MODES[mode]
-    if name == "affine" and bits not in _AFFINE_BITS:
-        raise args_error(node, f"affine bits must be one of {_AFFINE_BITS}; got {bits}")
-    if name != "affine" and (bits, group) not in ((4, 32), (8, 32), (4, 16)):
-        raise args_error(node, f"{name} takes bits/group_size 4/32, 8/32 or 4/16; got {bits}/{group}")
-    return group, bits, name
+_quant_args = quant_args
 
 
 def _unsqueeze(ctx: ConvertContext, x: str, axis: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Node, SymExpr
+from ..primargs import axis_arg, scan_args
 from .registry import FLOAT_DTYPES, ConvertContext, args_error, numpy_dtype, onnx_op, static_ints
 
 HALF_DTYPES = {"float16", "bfloat16"}
@@ -46,11 +47,7 @@ def _reduce_op(ctx: ConvertContext, op: str, x: str, axes: list[int], axes_input
 
 
 def _axis(node: Node, value: object, rank: int) -> int:
-    if rank == 0:
-        raise args_error(node, "input must have at least one axis; got a scalar")
-    if isinstance(value, SymExpr) or not -rank <= int(value) < rank:
-        raise args_error(node, f"axis must be a static int in [{-rank}, {rank}); got {value}")
-    return int(value) % rank
+    return axis_arg(node, int(value) if not isinstance(value, SymExpr) else value, rank)
 
 
 # -- Reduce, ArgReduce -------------------------------------------------------------------------
@@ -125,7 +122,7 @@ def convert_arg_reduce(ctx: ConvertContext, node: Node) -> list[str]:
 # -- Scan: CumSum, or a Hillis-Steele prefix scan for max/min/prod/logaddexp -------------------
 
 # mlx::core::Scan::ReduceType order.
-_SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
+
 
 
 def _scan_dtype(kind: str, dtype: str) -> str:
@@ -210,15 +207,9 @@ def _scan_masked(ctx: ConvertContext, x: str, kind: str, axis: int, rank: int, n
 
 
 def _scan(ctx: ConvertContext, node: Node, axes_input: bool) -> list[str]:
-    kind_id, axis, reverse, inclusive = node.arguments[:4]
-    if not 0 <= int(kind_id) < len(_SCAN_KINDS):
-        raise args_error(node, f"scan type must be 0..4 (Max, Min, Sum, Prod, LogAddExp); got {kind_id}")
-    kind = _SCAN_KINDS[int(kind_id)]
     info = ctx.in_info(node, 0)
-    axis = _axis(node, axis, info.rank)
     out_dtype = ctx.out_info(node).dtype
-    if kind == "LogAddExp" and out_dtype not in FLOAT_DTYPES:
-        raise args_error(node, f"logcumsumexp needs a floating-point input; got {info.dtype}")
+    kind, axis, reverse, inclusive = scan_args(node, info, out_dtype)
     compute = _scan_dtype(kind, out_dtype)
     # MLX's cumsum of bool gives int32: cast straight to the dtype we compute in.
     x = _to(ctx, ctx.input(node, 0), info.dtype, compute)

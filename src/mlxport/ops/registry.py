@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import UnsupportedArgumentError
+from ..primargs import args_error  # noqa: F401  (re-exported for translations)
 from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
 
 Translation = Callable[["ConvertContext", Node], list[str]]
@@ -298,11 +299,6 @@ class ConvertContext:
             return self.const(np.array(dim, dtype=numpy_dtype(dtype)))
         out = self.make("Squeeze", [self.dim(dim), self.const([0], np.int64)])
         return out if dtype == "int64" else self.cast(out, dtype)
-
-
-def args_error(node: Node, message: str) -> UnsupportedArgumentError:
-    """An UnsupportedArgumentError with the `[Primitive]` prefix."""
-    return UnsupportedArgumentError(f"[{node.primitive}] {message}")
 
 
 def static_ints(node: Node, values: Iterable[Any], what: str) -> list[int]:

@@ -15,23 +15,15 @@ import torch
 
 from ..graph import Node
 from ..ops.linalg import is_batch_iota
-from ..ops.quant import _AFFINE_BITS, _FP4_E2M1, _MODES, _e8m0_table, _fp8_e4m3_table
+from ..ops.quant import _FP4_E2M1, _e8m0_table, _fp8_e4m3_table
 from .linalg import batch_operand, take_batch
+from ..primargs import quant_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 _WORD = 0xFFFFFFFF
 
 
-def _quant_args(node: Node) -> tuple[int, int, str]:
-    group, bits, mode = (int(v) for v in node.arguments[:3])
-    if mode not in _MODES:
-        raise args_error(node, f"mode must be one of {sorted(_MODES.values())}; got code {mode}")
-    name = _MODES[mode]
-    if name == "affine" and bits not in _AFFINE_BITS:
-        raise args_error(node, f"affine bits must be one of {_AFFINE_BITS}; got {bits}")
-    if name != "affine" and (bits, group) not in ((4, 32), (8, 32), (4, 16)):
-        raise args_error(node, f"{name} takes bits/group_size 4/32, 8/32 or 4/16; got {bits}/{group}")
-    return group, bits, name
+_quant_args = quant_args
 
 
 def _unpack(ctx: TorchContext, words: Any, bits: int) -> Any:

@@ -7,6 +7,7 @@ import operator
 import torch
 
 from ..graph import Node
+from ..primargs import FLOAT_DTYPES, axis_arg, scan_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 # mlx::core::Reduce::ReduceType order: And, Or, Sum, Prod, Min, Max
@@ -66,16 +67,11 @@ def convert_softmax(ctx: TorchContext, node: Node) -> list:
 # -- ArgReduce, Scan, sorting, LogSumExp, SearchSorted -------------------------------------------
 
 _HALF = {"float16", "bfloat16"}
-_FLOATS = {"float16", "bfloat16", "float32", "float64"}
+_FLOATS = FLOAT_DTYPES
 _INT64_MIN = -(2**63)
 
 
-def _axis(node: Node, value: object, rank: int) -> int:
-    if rank == 0:
-        raise args_error(node, "input must have at least one axis; got a scalar")
-    if not isinstance(value, int) or not -rank <= value < rank:
-        raise args_error(node, f"axis must be a static int in [{-rank}, {rank}); got {value}")
-    return value % rank
+_axis = axis_arg
 
 
 def _ordered(ctx: TorchContext, x: object, dtype: str) -> tuple[object, str]:
@@ -110,7 +106,7 @@ def convert_arg_reduce(ctx: TorchContext, node: Node) -> list:
 
 
 # mlx::core::Scan::ReduceType order: Max, Min, Sum, Prod, LogAddExp
-_SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
+
 _SCAN_NATIVE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"}
 
 
@@ -133,15 +129,9 @@ def _scan_identity(kind: str, dtype: str) -> object:
 @torch_op("Scan")
 def convert_scan(ctx: TorchContext, node: Node) -> list:
     """Scan(x) [type, axis, reverse, inclusive] -> torch.cumsum/cumprod/cummax/cummin/logcumsumexp (+ flip, pad)."""
-    kind_id, axis, reverse, inclusive = node.arguments[:4]
-    if not 0 <= int(kind_id) < len(_SCAN_KINDS):
-        raise args_error(node, f"scan type must be 0..4 (Max, Min, Sum, Prod, LogAddExp); got {kind_id}")
-    kind = _SCAN_KINDS[int(kind_id)]
     info = ctx.in_info(node, 0)
-    axis = _axis(node, axis, info.rank)
     out_dtype = ctx.out_info(node).dtype
-    if kind == "LogAddExp" and out_dtype not in _FLOATS:
-        raise args_error(node, f"logcumsumexp needs a floating-point input; got {info.dtype}")
+    kind, axis, reverse, inclusive = scan_args(node, info, out_dtype)
     x = ctx.input(node, 0)
     if kind in ("Max", "Min"):
         x, compute = _ordered(ctx, x, info.dtype)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UnsupportedArgumentError
+from ..primargs import args_error  # noqa: F401  (re-exported for translations)
 from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
 
 Translation = Callable[["TorchContext", Node], list[Any]]
@@ -170,5 +171,3 @@ class TorchContext:
         return [self.dim(d) for d in dims]
 
 
-def args_error(node: Node, message: str) -> UnsupportedArgumentError:
-    return UnsupportedArgumentError(f"[{node.primitive}] {message}")

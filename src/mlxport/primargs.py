@@ -1,0 +1,55 @@
+"""Decoding of MLX primitives' arguments shared by every target (what state() holds, and its limits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UnsupportedArgumentError
+from .graph import Node, SymExpr, TensorInfo
+
+FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
+
+# mlx::core::QuantizationMode order, and the affine bit widths MLX packs.
+QUANT_MODES = {0: "affine", 1: "mxfp4", 2: "mxfp8", 3: "nvfp4"}
+AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)
+
+# mlx::core::Scan::ReduceType order.
+SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
+
+
+def args_error(node: Node, message: str) -> UnsupportedArgumentError:
+    """An UnsupportedArgumentError with the `[Primitive]` prefix."""
+    return UnsupportedArgumentError(f"[{node.primitive}] {message}")
+
+
+def quant_args(node: Node) -> tuple[int, int, str]:
+    """(group_size, bits, mode name) of a quantized primitive, checked against what MLX produces."""
+    group, bits, mode = (int(v) for v in node.arguments[:3])
+    if mode not in QUANT_MODES:
+        raise args_error(node, f"mode must be one of {sorted(QUANT_MODES.values())}; got code {mode}")
+    name = QUANT_MODES[mode]
+    if name == "affine" and bits not in AFFINE_BITS:
+        raise args_error(node, f"affine bits must be one of {AFFINE_BITS}; got {bits}")
+    if name != "affine" and (bits, group) not in ((4, 32), (8, 32), (4, 16)):
+        raise args_error(node, f"{name} takes bits/group_size 4/32, 8/32 or 4/16; got {bits}/{group}")
+    return group, bits, name
+
+
+def axis_arg(node: Node, value: Any, rank: int) -> int:
+    """A static axis in [-rank, rank), normalized to [0, rank)."""
+    if rank == 0:
+        raise args_error(node, "input must have at least one axis; got a scalar")
+    if isinstance(value, (SymExpr, bool)) or not isinstance(value, int) or not -rank <= value < rank:
+        raise args_error(node, f"axis must be a static int in [{-rank}, {rank}); got {value}")
+    return value % rank
+
+
+def scan_args(node: Node, info: TensorInfo, out_dtype: str) -> tuple[str, int, bool, bool]:
+    """(kind, axis, reverse, inclusive) of a Scan node."""
+    kind_id, axis, reverse, inclusive = node.arguments[:4]
+    if not 0 <= int(kind_id) < len(SCAN_KINDS):
+        raise args_error(node, f"scan type must be 0..4 (Max, Min, Sum, Prod, LogAddExp); got {kind_id}")
+    kind = SCAN_KINDS[int(kind_id)]
+    if kind == "LogAddExp" and out_dtype not in FLOAT_DTYPES:
+        raise args_error(node, f"logcumsumexp needs a floating-point input; got {info.dtype}")
+    return kind, axis_arg(node, axis, info.rank), bool(reverse), bool(inclusive)
