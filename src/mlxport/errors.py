@@ -62,4 +62,4 @@ class ToleranceError(ValidationError):
 class ArtifactError(MlxportError):
     """An artifact file cannot be read, or its format is unknown."""
 
-    hint = "Supported suffixes: .onnx, .mlxfn."
+    hint = "Supported suffixes: .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export)."

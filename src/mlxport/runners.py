@@ -47,6 +47,10 @@ class Runner:
     inputs: list[IOSpec]
     outputs: list[IOSpec]
 
+    def bind(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Check and convert inputs once (name -> numpy array), ready for ``run``."""
+        return self._bind(args, kwargs)
+
     def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
         names = [i.name for i in self.inputs]
         if len(args) > len(names):

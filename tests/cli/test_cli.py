@@ -29,7 +29,7 @@ def mlxport(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 def test_help_lists_every_command(tmp_path: Path) -> None:
     res = mlxport("--help", cwd=tmp_path)
     assert res.returncode == 0
-    for command in ("export", "validate", "inspect", "ops", "demo"):
+    for command in ("export", "validate", "inspect", "ops", "demo", "bench"):
         assert f"  {command}" in res.stdout
     assert mlxport(cwd=tmp_path).returncode == 2
     res = mlxport("exprot", cwd=tmp_path)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "show an artifact's inputs, outputs, opsets, node counts, size and metadata",
     "ops": "print the table of supported MLX primitives (generated from the registry)",
     "demo": "train a small MLP on scikit-learn's digits, export, validate and time it",
+    "bench": "time exported artifacts side by side: latency, throughput, size and peak memory",
 }
 
 EXIT_FAILURE = 1
