@@ -53,3 +53,22 @@ def scan_args(node: Node, info: TensorInfo, out_dtype: str) -> tuple[str, int, b
     if kind == "LogAddExp" and out_dtype not in FLOAT_DTYPES:
         raise args_error(node, f"logcumsumexp needs a floating-point input; got {info.dtype}")
     return kind, axis_arg(node, axis, info.rank), bool(reverse), bool(inclusive)
+
+
+def gather_args(node: Node, info: TensorInfo) -> tuple[list[int], list[Any], list[int]]:
+    """(indexed axes, slice sizes, non-indexed axes to trim) of a Gather node.
+
+    MLX's Gather takes a slice of ``slice_sizes`` at each index; the slice is 1 on the
+    indexed axes (as mx indexing makes it) and may be shorter than the input elsewhere.
+    """
+    rank = info.rank
+    raw_axes = list(node.arguments[0])
+    if any(isinstance(a, SymExpr) for a in raw_axes):
+        raise args_error(node, f"axes must be static; got {raw_axes}")
+    axes = [int(a) % rank for a in raw_axes]
+    sizes = list(node.arguments[1])
+    for a in axes:
+        if sizes[a] != 1:
+            raise args_error(node, f"slice sizes must be 1 on the indexed axes; got {sizes[a]} on axis {a}")
+    trim = [a for a in range(rank) if a not in axes and sizes[a] != info.shape[a]]
+    return axes, sizes, trim

@@ -11,6 +11,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from ..graph import Dim, Node, SymExpr
+from ..primargs import gather_args
 from .registry import ConvertContext, args_error, onnx_op, static_ints
 from .shape import INT64_MAX, dim_add, ints_const, slice_axes
 
@@ -106,13 +107,8 @@ def convert_gather(ctx: ConvertContext, node: Node) -> list[str]:
     """Gather(x, *indices) [axes, slice_sizes] -> ONNX Gather (one index array) or GatherND, + Unsqueeze."""
     info = ctx.in_info(node, 0)
     rank = info.rank
-    axes = [a % rank for a in static_ints(node, node.arguments[0], "axes")]
-    sizes = list(node.arguments[1])
-    for a in axes:
-        if sizes[a] != 1:
-            raise args_error(node, f"slice sizes must be 1 on the indexed axes; got {sizes[a]} on axis {a}")
+    axes, sizes, trim = gather_args(node, info)
     x = ctx.input(node, 0)
-    trim = [a for a in range(rank) if a not in axes and sizes[a] != info.shape[a]]
     if trim:
         # Non-indexed axes start at 0: keep the first slice_size entries.
         x = slice_axes(ctx, x, trim, [0] * len(trim), [sizes[a] for a in trim])

@@ -14,6 +14,7 @@ import torch
 
 from ..graph import Dim, Node, SymExpr
 from ..ops.shape import dim_add, dim_scale
+from ..primargs import gather_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 # mlx::core::Scatter::ReduceType and SliceUpdate::ReduceType order: Max, Min, Sum, Prod, None.
@@ -64,13 +65,8 @@ def convert_gather(ctx: TorchContext, node: Node) -> list:
     """Gather(x, *indices) [axes, slice_sizes] -> slicing, torch.permute, advanced indexing, torch.unsqueeze."""
     info = ctx.in_info(node, 0)
     rank = info.rank
-    axes = _static_axes(node, node.arguments[0], rank)
-    sizes = list(node.arguments[1])
-    for a in axes:
-        if sizes[a] != 1:
-            raise args_error(node, f"slice sizes must be 1 on the indexed axes; got {sizes[a]} on axis {a}")
+    axes, sizes, trim = gather_args(node, info)
     x = ctx.input(node, 0)
-    trim = [a for a in range(rank) if a not in axes and sizes[a] != info.shape[a]]
     if trim:
         # Non-indexed axes start at 0: keep the first slice_size entries.
         x = ctx.call(operator.getitem, x, tuple(slice(None, ctx.dim(sizes[a])) if a in trim else slice(None)
