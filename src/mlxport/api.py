@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
 from .validate import Report, raise_if_failed
 from .validate import validate as validate_runs
 
-FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export"}
+FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export",
+           ".mlpackage": "Core ML"}
 
 
 def _resolve_source(fn_or_module: Any) -> Callable:
@@ -108,13 +110,15 @@ def export(
     contrib_ops: bool | None = None,
     checksum: bool = True,
     progress: Callable[[str], None] | None = None,
+    precision: str = "float32",
 ) -> Report:
     """Capture an MLX function or module and write it in the format the suffix names.
 
     Args:
         fn_or_module: an ``nn.Module``, a function of mx.arrays, or a path to an ``.mlxfn`` file.
         example_args: example inputs (a tuple; a single array is accepted too).
-        path: the output file: ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript) or ``.pt2`` (torch.export).
+        path: the output file: ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) or
+            ``.mlpackage`` (Core ML; validated by structure only off macOS).
         dynamic_axes: ``{input: {axis: name}}`` for dimensions that may vary at run time.
         input_names: names of the inputs (default: the function's parameter names).
         output_names: names of the outputs (default: dict keys, ``output`` or ``output_N``).
@@ -129,6 +133,7 @@ def export(
         checksum: record each written file's sha256 in the metadata file (hashed while writing; at
             ~1 GB/s it is the slowest part of exporting a large model).
         progress: called with a short message at each stage.
+        precision: Core ML compute precision, "float32" or "float16" (other formats ignore it).
 
     Returns:
         A Report: per output shape and max abs/rel error against MLX, graph statistics.
@@ -138,7 +143,8 @@ def export(
     traced = trace(fn_or_module, example_args, dynamic_axes=dynamic_axes, input_names=input_names,
                    output_names=output_names, progress=progress)
     return traced.save(path, opset=opset, validate=validate, atol=atol, rtol=rtol, external_data=external_data,
-                       optimize=optimize, contrib_ops=contrib_ops, checksum=checksum, progress=progress)
+                       optimize=optimize, contrib_ops=contrib_ops, checksum=checksum, progress=progress,
+                       precision=precision)
 
 
 def _format_of(path: Path, dynamic: bool) -> str:
@@ -212,8 +218,11 @@ class Traced:
     def save(self, path: str | os.PathLike, *, opset: int | None = None, validate: bool = True,
              atol: float | None = None, rtol: float | None = None, external_data: bool | None = None,
              optimize: bool = True, contrib_ops: bool | None = None, checksum: bool = True,
-             progress: Callable[[str], None] | None = None) -> Report:
-        """Write the graph in the format the suffix names, then validate it (see ``export``)."""
+             progress: Callable[[str], None] | None = None, precision: str = "float32") -> Report:
+        """Write the graph in the format the suffix names, then validate it (see ``export``).
+
+        ``precision`` ("float32" or "float16") is Core ML's compute precision; other formats ignore it.
+        """
         say = progress or (lambda _msg: None)
         path = Path(path)
         graph, fn, sig, arrays, examples = self.graph, self.fn, self.sig, self.arrays, self.examples
@@ -244,12 +253,27 @@ class Traced:
         elif fmt == "MLX":
             _export_mlxfn(fn, sig, arrays, graph, path)
             digests = {path.name: file_sha256(path)} if checksum else {}
+        elif fmt == "Core ML":
+            say(f"lowering {len(graph.nodes)} primitives to torch, then Core ML")
+            _export_coreml(graph, examples, path, precision)
+            report.info["precision"] = precision
+            digests = {path.name: _dir_sha256(path)} if checksum else {}
         else:
             say(f"lowering {len(graph.nodes)} primitives to torch")
             _export_torch(graph, examples, path, fmt)
             digests = {path.name: file_sha256(path)} if checksum else {}
         report.info["size"] = _size(path)
         report.info["export seconds"] = round(self.capture_seconds + time.perf_counter() - start, 3)
+        if validate and fmt == "Core ML" and sys.platform != "darwin":
+            # coremltools predicts only on macOS: check the spec against the graph instead.
+            from .exporters.coreml import check_structure
+
+            say("checking the Core ML spec against the graph")
+            problems = check_structure(path, graph)
+            if problems:
+                raise ValidationError(f"{path.name} does not match the graph: " + "; ".join(problems), report)
+            report.info["validation"] = "structure only: numeric validation needs macOS"
+            validate = False
         if validate:
             say("validating against MLX")
             report.runs = validate_runs(load(path), fn, sig, graph, examples, rtol=rtol, atol=atol,
@@ -270,11 +294,37 @@ class Traced:
 
 
 def _size(path: Path) -> str:
-    total = path.stat().st_size
+    total = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in _files(path))
     data = Path(str(path) + ".data")
     if data.exists():
         total += data.stat().st_size
     return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file())
+
+
+def _dir_sha256(folder: Path) -> str:
+    """One sha256 over a directory (an .mlpackage): each file's relative path and digest, in sorted order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in _files(folder):
+        digest.update(f"{f.relative_to(folder).as_posix()}\0{file_sha256(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def _export_coreml(graph: Graph, examples: list[np.ndarray], path: Path, precision: str) -> None:
+    """A Core ML ML Program from the torch lowering, traced with the dynamic axes at their second size."""
+    from .exporters.coreml import save_mlpackage
+    from .exporters.torch import lower_torch
+    from .validate import validation_inputs
+
+    save_mlpackage(lower_torch(graph), graph, validation_inputs(graph, examples)[-1][1], path, precision=precision)
+    inputs_spec, outputs_spec = _io_specs(graph)
+    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
+                                                         "outputs": [vars(o) for o in outputs_spec]}))
 
 
 def _export_torch(graph: Graph, examples: list[np.ndarray], path: Path, fmt: str) -> None:

@@ -262,6 +262,44 @@ class ExportedProgramRunner(_TorchRunner):
             raise ArtifactError(f"torch.export.load cannot read {path}: {exc}") from exc
 
 
+class MLPackageRunner(Runner):
+    """Core ML ML Programs (``.mlpackage``) through coremltools; prediction needs macOS."""
+
+    backend = "coreml"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import sys
+
+        from .exporters.coreml import import_coremltools
+
+        self.path = Path(path)
+        if sys.platform != "darwin":
+            raise ArtifactError(f"cannot run {self.path.name}: Core ML prediction, and so numeric validation, "
+                                f"needs macOS (this is {sys.platform})",
+                                hint="Copy the .mlpackage to a Mac, or check its structure with coremltools' "
+                                     "ct.utils.load_spec here.")
+        ct = import_coremltools()
+        meta = read_sidecar(path)
+        try:
+            self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"Core ML cannot load {path}: {exc}") from exc
+        spec = self.model.get_spec().description
+        self.inputs = [IOSpec(**i) for i in meta["inputs"]] if meta.get("inputs") else [
+            IOSpec(f.name, list(f.type.multiArrayType.shape), "float32") for f in spec.input]
+        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])] or [
+            IOSpec(f.name, [], "float32") for f in spec.output]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        outs = self.model.predict({k: np.ascontiguousarray(v) for k, v in feed.items()})
+        result = []
+        for spec in self.outputs:
+            arr = np.asarray(outs[spec.name])
+            # Core ML may hand float16 outputs back as float32.
+            result.append(arr.astype(_np_dtype(spec.dtype)) if spec.dtype in ("float16", "float32") else arr)
+        return result
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file, read in 1 MiB chunks."""
     import hashlib
@@ -283,14 +321,16 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(f"cannot read the metadata file {side}: {exc}") from exc
 
 
-RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner, ".pt": TorchScriptRunner, ".pt2": ExportedProgramRunner}
+RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner, ".pt": TorchScriptRunner, ".pt2": ExportedProgramRunner,
+           ".mlpackage": MLPackageRunner}
 
 
 def load(path: str | os.PathLike, **options: Any) -> Runner:
     """Open an exported artifact with the runtime its suffix names.
 
     Args:
-        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript) or ``.pt2`` (torch.export) file.
+        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) file or an
+            ``.mlpackage`` (Core ML; runs only on macOS).
         **options: backend options (``threads`` for ONNX Runtime).
 
     Returns:

@@ -90,7 +90,7 @@ class Report:
         lines = [f"{self.format} export: {self.path}"]
         for k, v in self.info.items():
             lines.append(f"  {k}: {v}")
-        if not self.validated:
+        if not self.validated and "validation" not in self.info:
             lines.append("  validation: skipped")
         for run in self.runs:
             lines.append(f" validation vs MLX ({run.label}):")

@@ -1,0 +1,131 @@
+"""Core ML ML Programs (``.mlpackage``) through coremltools, from the torch lowering."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..graph import Graph
+
+COREML_EXTRA = 'pip install "mlxport[coreml]"'
+# An ML Program needs a finite upper bound on every RangeDim.
+MAX_DYNAMIC_SIZE = 4096
+_PRECISIONS = ("float32", "float16")
+
+
+def import_coremltools() -> Any:
+    """coremltools, or an error naming the extra to install."""
+    try:
+        with warnings.catch_warnings():
+            # It warns at import about untested torch/scikit-learn versions; conversion still works.
+            warnings.simplefilter("ignore")
+            import coremltools as ct
+    except ImportError as exc:
+        raise ArtifactError(f"Core ML export needs coremltools, which is not installed: {exc}",
+                            hint=f"Install it with: {COREML_EXTRA}") from None
+    return ct
+
+
+def save_mlpackage(module: Any, graph: Graph, examples: Sequence[np.ndarray], path: str | os.PathLike, *,
+                   precision: str = "float32") -> Path:
+    """An ML Program (macOS 13+) with the graph's dynamic axes as bounded ``RangeDim``s.
+
+    Args:
+        module: the torch lowering of ``graph`` (``lower_torch``).
+        graph: the captured graph (names, shapes, dtypes, dynamic axes).
+        examples: one input per graph input, the dynamic axes at the size to trace at.
+        path: the ``.mlpackage`` directory to write (replaced if it exists).
+        precision: "float32" (compare numbers with this) or "float16" compute precision.
+    """
+    from .torch import import_torch
+    from ..torchops.registry import to_tensor
+
+    if precision not in _PRECISIONS:
+        raise ArtifactError(f"Core ML precision must be one of {', '.join(_PRECISIONS)}; got {precision!r}")
+    ct = import_coremltools()
+    torch = import_torch()
+    path = Path(path)
+    dynamic = {(a.input, a.axis) for a in graph.dynamic_axes}
+    inputs = []
+    for info, arr in zip(graph.inputs, examples):
+        if info.dtype not in ("float32", "float16", "int32"):
+            raise ArtifactError(f"Core ML inputs are float32, float16 or int32; input '{info.name}' is {info.dtype}")
+        dims = [ct.RangeDim(lower_bound=1, upper_bound=MAX_DYNAMIC_SIZE, default=int(size))
+                if (info.name, axis) in dynamic else int(size) for axis, size in enumerate(arr.shape)]
+        inputs.append(ct.TensorType(name=info.name, shape=ct.Shape(dims), dtype=np.dtype(info.dtype).type))
+    outputs = [ct.TensorType(name=o.name) for o in graph.outputs]
+    tensors = tuple(to_tensor(a) for a in examples)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, tensors, check_trace=False)
+    target = ct.precision.FLOAT32 if precision == "float32" else ct.precision.FLOAT16
+    try:
+        model = ct.convert(traced, convert_to="mlprogram", inputs=inputs, outputs=outputs, compute_precision=target,
+                           minimum_deployment_target=ct.target.macOS13)
+    except (NotImplementedError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"coremltools cannot convert the torch lowering: {first}",
+                            hint="Core ML's torch frontend lacks some ops (as_strided from pooling) and symbolic "
+                                 "sizes in some (narrow): try fixed shapes (no dynamic_axes), or export .onnx") from exc
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(path))
+    return path
+
+
+_SPEC_TYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "INT32": "int32", "DOUBLE": "float64"}
+
+
+def describe_spec(spec: Any) -> dict[str, Any]:
+    """Inputs and outputs of a Core ML spec: name, dtype, shape and per-axis (lower, upper) ranges; op types."""
+    from coremltools.proto import FeatureTypes_pb2 as ft
+
+    def feature(f: Any) -> dict[str, Any]:
+        arr = f.type.multiArrayType
+        ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
+        return {"name": f.name, "dtype": _SPEC_TYPES.get(ft.ArrayFeatureType.ArrayDataType.Name(arr.dataType), "?"),
+                "shape": list(arr.shape), "ranges": ranges}
+
+    ops = [op.type for fn in spec.mlProgram.functions.values() for block in fn.block_specializations.values()
+           for op in block.operations]
+    return {"inputs": [feature(f) for f in spec.description.input],
+            "outputs": [feature(f) for f in spec.description.output], "ops": ops}
+
+
+def check_structure(path: str | os.PathLike, graph: Graph) -> list[str]:
+    """Problems found comparing an ``.mlpackage``'s spec with the graph (empty when it matches)."""
+    ct = import_coremltools()
+    spec = ct.utils.load_spec(str(path))
+    desc = describe_spec(spec)
+    problems = []
+    dynamic = {(a.input, a.axis) for a in graph.dynamic_axes}
+    if [f["name"] for f in desc["inputs"]] != [i.name for i in graph.inputs]:
+        problems.append(f"inputs {[f['name'] for f in desc['inputs']]} != {[i.name for i in graph.inputs]}")
+    for f, info in zip(desc["inputs"], graph.inputs):
+        if f["dtype"] != info.dtype:
+            problems.append(f"input '{info.name}' is {f['dtype']}, expected {info.dtype}")
+        if len(f["shape"]) != len(info.shape):
+            problems.append(f"input '{info.name}' has rank {len(f['shape'])}, expected {len(info.shape)}")
+            continue
+        for axis, dim in enumerate(info.shape):
+            lo, hi = f["ranges"][axis] if f["ranges"] else (f["shape"][axis], f["shape"][axis])
+            if (info.name, axis) in dynamic and not (lo <= 1 and hi > 1):
+                problems.append(f"input '{info.name}' axis {axis} is dynamic but ranges over [{lo}, {hi}]")
+            if (info.name, axis) not in dynamic and not lo == hi == int(dim):
+                problems.append(f"input '{info.name}' axis {axis} should be {dim}; ranges over [{lo}, {hi}]")
+    if [f["name"] for f in desc["outputs"]] != [o.name for o in graph.outputs]:
+        problems.append(f"outputs {[f['name'] for f in desc['outputs']]} != {[o.name for o in graph.outputs]}")
+    for f, info in zip(desc["outputs"], graph.outputs):
+        # Core ML computes float16 outputs at float16 precision but may still declare them float32.
+        if f["dtype"] != info.dtype and {f["dtype"], info.dtype} != {"float16", "float32"}:
+            problems.append(f"output '{info.name}' is {f['dtype']}, expected {info.dtype}")
+    if not desc["ops"]:
+        problems.append("the ML Program has no operations")
+    return problems
