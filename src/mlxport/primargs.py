@@ -72,3 +72,16 @@ def gather_args(node: Node, info: TensorInfo) -> tuple[list[int], list[Any], lis
             raise args_error(node, f"slice sizes must be 1 on the indexed axes; got {sizes[a]} on axis {a}")
     trim = [a for a in range(rank) if a not in axes and sizes[a] != info.shape[a]]
     return axes, sizes, trim
+
+
+def arange_args(node: Node, out: TensorInfo) -> tuple[Any, Any, Any, bool]:
+    """(start, step, length, is_float) of an Arange node; the length is the output's (maybe dynamic) size."""
+    start, _, step = node.arguments[:3]
+    if isinstance(step, SymExpr):
+        raise args_error(node, f"step must be static; got {step}")
+    if out.dtype == "bool":
+        raise args_error(node, "the output dtype must be numeric (MLX has no bool arange); got bool")
+    is_float = out.dtype in FLOAT_DTYPES
+    if not is_float and isinstance(start, SymExpr) and not float(step).is_integer():
+        raise args_error(node, f"an integer arange with a dynamic start needs an integer step; got {step}")
+    return start, step, out.shape[0], is_float

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlxport.capture import capture, to_mx, to_numpy
+from mlxport.graph import DynamicAxis, Graph, Node, TensorInfo
 from mlxport.exporters.onnx import DEFAULT_OPSET, lower
 from mlxport.runners import OnnxRunner
 from mlxport.validate import compare
@@ -192,3 +193,35 @@ def run_case_torch(case: OpCase, shape_index: int, dtype: str, seed: int = 0) ->
             rtol, atol = case.tol.get(dtype, BASE_TOL.get(e.dtype.name, (0.0, 0.0)))
             check = compare(out.name, e, g, rtol, atol)
             assert check.ok, check.line()
+
+
+def single_node_graph(primitive: str, arguments: list[Any], feed: dict[str, np.ndarray], expected: np.ndarray,
+                      constants: dict[str, np.ndarray], order: Sequence[str], *,
+                      dims: dict[str, dict[int, Any]] | None = None,
+                      broadcast: dict[str, tuple[Any, ...]] | None = None) -> Graph:
+    """An IR graph holding one node, for primitives a Linux CPU trace never yields (fused, GPU-only).
+
+    Inputs are the feed's arrays (named), constants are IR constants, ``order`` names the node's
+    inputs; ``dims`` gives symbolic axes per tensor ("out" is the node's output), so one graph
+    serves several feeds; ``broadcast`` inserts an MLX Broadcast node to that (symbolic) shape in
+    front of an input, as mx.fast does for attention masks.
+    """
+    dims = dims or {}
+
+    def info(name: str, shape: Sequence[int], dtype: np.dtype) -> TensorInfo:
+        sym = dims.get(name, {})
+        return TensorInfo(name, tuple(sym.get(i, d) for i, d in enumerate(shape)), dtype.name)
+
+    tensors = {n: info(n, a.shape, a.dtype) for n, a in feed.items()}
+    tensors.update({n: TensorInfo(n, a.shape, a.dtype.name) for n, a in constants.items()})
+    nodes, names = [], list(order)
+    for name, shape in (broadcast or {}).items():
+        full = f"{name}_full"
+        tensors[full] = TensorInfo(full, tuple(shape), tensors[name].dtype)
+        nodes.append(Node(len(nodes), "Broadcast", [name], [full], [list(shape)]))
+        names[names.index(name)] = full
+    tensors["out"] = info("out", expected.shape, expected.dtype)
+    nodes.append(Node(len(nodes), primitive, names, ["out"], arguments))
+    axes = {str(s): DynamicAxis(str(s), n, i, feed[n].shape[i]) for n in feed for i, s in dims.get(n, {}).items()}
+    return Graph([tensors[n] for n in feed], [TensorInfo("y", tensors["out"].shape, tensors["out"].dtype)], nodes,
+                 dict(constants), tensors, list(axes.values()), {"y": "out"})

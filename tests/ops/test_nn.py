@@ -11,11 +11,11 @@ import pytest
 
 from mlxport.capture import capture, to_mx, to_numpy
 from mlxport.exporters.onnx import DEFAULT_OPSET, lower
-from mlxport.graph import DynamicAxis, Graph, Node, SymExpr, TensorInfo
+from mlxport.graph import SymExpr
 from mlxport.runners import OnnxRunner
 from mlxport.validate import compare
 
-from .cases import BASE_TOL, OPSETS, OpCase, params, run_case
+from .cases import BASE_TOL, OPSETS, OpCase, params, run_case, single_node_graph
 
 FLOATS = ("float32", "float16")
 
@@ -160,25 +160,8 @@ def _ir_run(primitive: str, arguments: list[Any], feeds: Feed | list[Feed], expe
     """
     feeds = feeds if isinstance(feeds, list) else [feeds]
     expected = expected if isinstance(expected, list) else [expected]
-    dims = dims or {}
-
-    def info(name: str, shape: Sequence[int], dtype: np.dtype) -> TensorInfo:
-        sym = dims.get(name, {})
-        return TensorInfo(name, tuple(sym.get(i, d) for i, d in enumerate(shape)), dtype.name)
-
-    tensors = {n: info(n, a.shape, a.dtype) for n, a in feeds[0].items()}
-    tensors.update({n: TensorInfo(n, a.shape, a.dtype.name) for n, a in constants.items()})
-    nodes, names = [], list(order)
-    for name, shape in (broadcast or {}).items():
-        full = f"{name}_full"
-        tensors[full] = TensorInfo(full, tuple(shape), tensors[name].dtype)
-        nodes.append(Node(len(nodes), "Broadcast", [name], [full], [list(shape)]))
-        names[names.index(name)] = full
-    tensors["out"] = info("out", expected[0].shape, expected[0].dtype)
-    nodes.append(Node(len(nodes), primitive, names, ["out"], arguments))
-    axes = {str(s): DynamicAxis(str(s), n, i, feeds[0][n].shape[i]) for n in feeds[0] for i, s in dims.get(n, {}).items()}
-    graph = Graph([tensors[n] for n in feeds[0]], [TensorInfo("y", tensors["out"].shape, tensors["out"].dtype)], nodes,
-                  dict(constants), tensors, list(axes.values()), {"y": "out"})
+    graph = single_node_graph(primitive, arguments, feeds[0], expected[0], constants, order, dims=dims,
+                              broadcast=broadcast)
     model = lower(graph, opset)
     runner = OnnxRunner(model.to_proto().SerializeToString())
     for feed, want in zip(feeds, expected):

@@ -16,10 +16,10 @@ import mlxport  # noqa: E402
 from mlxport.capture import capture, to_mx  # noqa: E402
 from mlxport.errors import UnsupportedArgumentError  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
-from mlxport.graph import DynamicAxis, Graph, Node, SymExpr, TensorInfo  # noqa: E402
+from mlxport.graph import SymExpr  # noqa: E402
 from mlxport.torchops.registry import to_tensor  # noqa: E402
 from mlxport.validate import compare  # noqa: E402
-from tests.ops.cases import BASE_TOL  # noqa: E402
+from tests.ops.cases import BASE_TOL, single_node_graph  # noqa: E402
 from tests.ops.test_nn import (  # noqa: E402
     BATCH, FLOATS, ROPE, SDPA, SEQ, _mask_target, _np, _rand, _rope_ref, _sdpa_case, _sdpa_ref,
 )
@@ -40,25 +40,8 @@ def _torch_run(primitive: str, arguments: list[Any], feeds: Feed | list[Feed], e
     """
     feeds = feeds if isinstance(feeds, list) else [feeds]
     expected = expected if isinstance(expected, list) else [expected]
-    dims = dims or {}
-
-    def info(name: str, shape: Sequence[int], dtype: np.dtype) -> TensorInfo:
-        sym = dims.get(name, {})
-        return TensorInfo(name, tuple(sym.get(i, d) for i, d in enumerate(shape)), dtype.name)
-
-    tensors = {n: info(n, a.shape, a.dtype) for n, a in feeds[0].items()}
-    tensors.update({n: TensorInfo(n, a.shape, a.dtype.name) for n, a in constants.items()})
-    nodes, names = [], list(order)
-    for name, shape in (broadcast or {}).items():
-        full = f"{name}_full"
-        tensors[full] = TensorInfo(full, tuple(shape), tensors[name].dtype)
-        nodes.append(Node(len(nodes), "Broadcast", [name], [full], [list(shape)]))
-        names[names.index(name)] = full
-    tensors["out"] = info("out", expected[0].shape, expected[0].dtype)
-    nodes.append(Node(len(nodes), primitive, names, ["out"], arguments))
-    axes = {str(s): DynamicAxis(str(s), n, i, feeds[0][n].shape[i]) for n in feeds[0] for i, s in dims.get(n, {}).items()}
-    graph = Graph([tensors[n] for n in feeds[0]], [TensorInfo("y", tensors["out"].shape, tensors["out"].dtype)], nodes,
-                  dict(constants), tensors, list(axes.values()), {"y": "out"})
+    graph = single_node_graph(primitive, arguments, feeds[0], expected[0], constants, order, dims=dims,
+                              broadcast=broadcast)
     module = lower_torch(graph)
     scripted = torch.jit.script(module)
     for feed, want in zip(feeds, expected):

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch", reason="the torch target needs PyTorch: pip
 import mlxport  # noqa: E402
 from mlxport.errors import UnsupportedPrimitiveError  # noqa: E402
 from mlxport.torchops.registry import registrations  # noqa: E402
+from tests.models import zoo  # noqa: E402
 from tests.ops.cases import all_cases, run_case_torch  # noqa: E402
 
 TORCH_CASES = [c for c in all_cases() if c.primitive in registrations()]
@@ -44,22 +45,9 @@ def test_parity(case, shape_index: int, dtype: str) -> None:
     run_case_torch(case, shape_index, dtype)
 
 
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.l1 = nn.Linear(784, 256)
-        self.l2 = nn.Linear(256, 10)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return self.l2(nn.relu(self.l1(x)))
-
-
 @pytest.fixture
 def mlp() -> nn.Module:
-    mx.random.seed(0)
-    model = MLP()
-    mx.eval(model.parameters())
-    return model
+    return zoo.build("mlp")
 
 
 @pytest.mark.parametrize("suffix,backend", [(".pt", "torchscript"), (".pt2", "torch.export")])

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..graph import Dim, Node, SymExpr
+from ..primargs import arange_args
 from .registry import FLOAT_DTYPES, ConvertContext, args_error, numpy_dtype, onnx_dtype, onnx_op, static_ints
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -298,20 +299,12 @@ def _arange_static(start: float, step: float, n: int, dtype: str) -> np.ndarray:
 @onnx_op("Arange")
 def convert_arange(ctx: ConvertContext, node: Node) -> list[str]:
     """Arange() [start, stop, step] -> ONNX Range (ints, long or dynamic floats) or a constant (short floats)."""
-    start, _, step = node.arguments[:3]
     dtype = ctx.out_info(node).dtype
-    n = ctx.out_info(node).shape[0]
-    if isinstance(step, SymExpr):
-        raise args_error(node, f"step must be static; got {step}")
-    if dtype == "bool":
-        raise args_error(node, "the output dtype must be numeric (MLX has no bool arange); got bool")
-    is_float = dtype in FLOAT_DTYPES
+    start, step, n, is_float = arange_args(node, ctx.out_info(node))
     if not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
         if n == 0 or (is_float and n <= _ARANGE_CONST_LIMIT):
             return [ctx.const(_arange_static(float(start), float(step), n, dtype), hint="arange")]
     if not is_float:
-        if isinstance(start, SymExpr) and not float(step).is_integer():
-            raise args_error(node, f"an integer arange with a dynamic start needs an integer step; got {step}")
         first = start if isinstance(start, SymExpr) else int(np.array(start).astype(numpy_dtype(dtype)))
         # MLX's step in an integer dtype is T(start + step) - T(start).
         delta = int(step) if isinstance(start, SymExpr) else int(

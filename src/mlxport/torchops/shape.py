@@ -11,6 +11,7 @@ import torch
 from ..graph import Node, SymExpr
 from ..ops.registry import numpy_dtype
 from ..ops.shape import _arange_static
+from ..primargs import arange_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 
@@ -152,21 +153,13 @@ def convert_pad(ctx: TorchContext, node: Node) -> list:
 @torch_op("Arange")
 def convert_arange(ctx: TorchContext, node: Node) -> list:
     """Arange() [start, stop, step] -> a constant (static floats), else torch.arange(n) * step + start."""
-    start, _, step = node.arguments[:3]
     dtype = ctx.out_info(node).dtype
-    n = ctx.out_info(node).shape[0]
-    if isinstance(step, SymExpr):
-        raise args_error(node, f"step must be static; got {step}")
-    if dtype == "bool":
-        raise args_error(node, "the output dtype must be numeric (MLX has no bool arange); got bool")
-    is_float = dtype in ("float16", "bfloat16", "float32", "float64")
+    start, step, n, is_float = arange_args(node, ctx.out_info(node))
     if is_float and not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
         # A constant holds MLX's exact values: its CPU kernel accumulates the step in the output dtype.
         return [ctx.buffer(_arange_static(float(start), float(step), int(n), dtype), hint="arange")]
     if isinstance(start, SymExpr):
         first, delta = ctx.dim(start), float(step) if is_float else int(step)
-        if not is_float and not float(step).is_integer():
-            raise args_error(node, f"an integer arange with a dynamic start needs an integer step; got {step}")
     else:
         t = numpy_dtype(dtype)
         first_v = np.array(start).astype(t)
