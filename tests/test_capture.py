@@ -142,3 +142,33 @@ def test_size_derived_scalars_follow_the_dynamic_axes(tmp_path, name, fn, dyn) -
     assert "NumberOfElements" in graph.primitive_counts()
     report = mlxport.export(fn, (mx.random.normal((2, 5, 4)),), tmp_path / f"{name}.onnx", dynamic_axes=dyn)
     assert report.ok and len(report.runs) == 2
+
+
+def test_an_axis_may_be_the_sum_of_two_others(tmp_path) -> None:
+    # A KV-cache step: the mask covers past + new positions; both lengths vary independently.
+    def step(new: mx.array, past: mx.array, mask: mx.array) -> mx.array:
+        total = mx.concatenate([past, new], axis=1)
+        return total * mask[..., None]
+
+    args = (mx.ones((1, 3, 4)), mx.ones((1, 2, 4)), mx.ones((1, 5)))
+    axes = {"new": {1: "seq"}, "past": {1: "past"}, "mask": {1: "past + seq"}}
+    graph, _, _ = capture(step, args, dynamic_axes=axes)
+    mask = next(i for i in graph.inputs if i.name == "mask")
+    assert isinstance(mask.shape[1], SymExpr) and mask.shape[1].symbols == {"past", "seq"}
+    from mlxport import export
+
+    report = export(step, args, tmp_path / "step.onnx", dynamic_axes=axes)
+    assert report.validated and "past=" in report.runs[1].label
+
+
+@pytest.mark.parametrize("axes, message", [
+    ({"new": {1: "seq"}, "mask": {1: "past+seq"}}, "no input names as an axis"),
+    ({"new": {1: "seq"}, "past": {1: "past"}, "mask": {1: "past+seq+seq"}}, "make the example sizes add up"),
+    ({"new": {1: "seq"}, "past": {1: "past"}, "mask": {1: "past-seq"}}, "a sum of them"),
+])
+def test_bad_sum_axes_say_what_to_fix(axes, message) -> None:
+    def step(new: mx.array, past: mx.array, mask: mx.array) -> mx.array:
+        return mx.concatenate([past, new], axis=1) * mask[..., None]
+
+    with pytest.raises(CaptureError, match=message):
+        capture(step, (mx.ones((1, 3, 4)), mx.ones((1, 2, 4)), mx.ones((1, 5))), dynamic_axes=axes)

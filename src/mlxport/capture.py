@@ -282,9 +282,11 @@ def parse_dynamic_axes(dynamic_axes: Mapping[str, Any] | None, names: Sequence[s
                     f"dynamic axis {axis!r} of input '{inp}' is out of range: it has rank {rank} "
                     f"(shape {list(arrays[idx].shape)}); use an axis in [-{rank}, {rank - 1}]"
                 )
-            if not isinstance(symbol, str) or not symbol.isidentifier():
-                raise CaptureError(f"dynamic axis names must be identifiers like 'batch'; got {symbol!r} for '{inp}'")
-            axes.append(DynamicAxis(symbol, inp, axis % rank, int(arrays[idx].shape[axis])))
+            terms = [t.strip() for t in symbol.split("+")] if isinstance(symbol, str) else []
+            if not terms or not all(t.isidentifier() for t in terms):
+                raise CaptureError(f"dynamic axis names must be identifiers like 'batch', or a sum of them like "
+                                   f"'past+seq' for an axis as long as two others; got {symbol!r} for '{inp}'")
+            axes.append(DynamicAxis("+".join(terms), inp, axis % rank, int(arrays[idx].shape[axis])))
     examples: dict[str, int] = {}
     for a in axes:
         if examples.setdefault(a.symbol, a.example) != a.example:
@@ -292,6 +294,17 @@ def parse_dynamic_axes(dynamic_axes: Mapping[str, Any] | None, names: Sequence[s
                 f"dynamic axis '{a.symbol}' has size {examples[a.symbol]} in one input and {a.example} "
                 f"in '{a.input}' (axis {a.axis}); inputs sharing a dimension name must share its size"
             )
+    for a in axes:
+        if not a.derived:
+            continue
+        missing = [t for t in a.terms if t not in examples]
+        if missing:
+            raise CaptureError(f"dynamic axis '{a.symbol}' of '{a.input}' adds up {', '.join(missing)}, which no "
+                               "input names as an axis of its own; name each term on some input's axis")
+        if a.size(examples) != a.example:
+            raise CaptureError(f"dynamic axis '{a.symbol}' of '{a.input}' has size {a.example} in the example, but "
+                               f"{' + '.join(str(examples[t]) for t in a.terms)} = {a.size(examples)}; make the "
+                               "example sizes add up")
     return axes
 
 
@@ -307,7 +320,7 @@ def _resized(arrays: Sequence[mx.array], names: Sequence[str], axes: list[Dynami
         shape = list(arr.shape)
         for a in axes:
             if a.input == name:
-                shape[a.axis] = sizes[a.symbol]
+                shape[a.axis] = a.size(sizes)
         out.append(arr if shape == list(arr.shape) else mx.zeros(shape, dtype=arr.dtype))
     return out
 
@@ -488,7 +501,7 @@ def capture(
     mx.eval(arrays)
     if hasattr(fn, "parameters"):
         mx.eval(fn.parameters())
-    symbols = list(dict.fromkeys(a.symbol for a in axes))
+    symbols = list(dict.fromkeys(a.symbol for a in axes if not a.derived))
     examples = {a.symbol: a.example for a in axes}
     if not symbols:
         traces = [_trace(fn, sig, arrays)]
@@ -535,7 +548,7 @@ def _compute_sized_constants(graph: Graph, sized: dict[str, tuple[Any, bool]]) -
         name = _INTERNAL + letter
         info = graph.tensors[name]
         ((mono, coef),) = expr.terms
-        bound = {a.symbol: a for a in graph.dynamic_axes}
+        bound = {a.symbol: a for a in graph.dynamic_axes if not a.derived}
         factors: list[str] = []
         for i, sym in enumerate(mono):
             axis = bound[sym]

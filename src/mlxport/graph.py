@@ -154,6 +154,20 @@ class DynamicAxis:
     axis: int
     example: int
 
+    @property
+    def terms(self) -> list[str]:
+        """The named axes this one adds up: ``["past", "seq"]`` for ``past+seq``, ``[symbol]`` for a plain axis."""
+        return self.symbol.split("+")
+
+    @property
+    def derived(self) -> bool:
+        """True for a sum of other axes (its size follows from theirs)."""
+        return "+" in self.symbol
+
+    def size(self, sizes: "Mapping[str, int]") -> int:
+        """This axis's size given the plain axes' sizes."""
+        return sum(sizes[t] for t in self.terms)
+
 
 @dataclass
 class Graph:
@@ -172,7 +186,7 @@ class Graph:
 
     @property
     def symbols(self) -> dict[str, DynamicAxis]:
-        return {d.symbol: d for d in self.dynamic_axes}
+        return {d.symbol: d for d in self.dynamic_axes if not d.derived}
 
     def example_bindings(self) -> dict[str, int]:
         return {d.symbol: d.example for d in self.dynamic_axes}

@@ -153,13 +153,13 @@ def validation_inputs(graph: Graph, examples: Sequence[np.ndarray], seed: int = 
     """The example itself, then random inputs (at second sizes for dynamic axes)."""
     rng = np.random.default_rng(seed)
     runs = [("example inputs", list(examples))]
-    sizes = {a.symbol: second_size(a.example) for a in graph.dynamic_axes}
+    sizes = {a.symbol: second_size(a.example) for a in graph.dynamic_axes if not a.derived}
     shapes = []
     for inp, ex in zip(graph.inputs, examples):
         shape = list(ex.shape)
         for a in graph.dynamic_axes:
             if a.input == inp.name:
-                shape[a.axis] = sizes[a.symbol]
+                shape[a.axis] = a.size(sizes)
         shapes.append(shape)
     label = ", ".join(f"{k}={v}" for k, v in sizes.items()) or "same shapes"
     runs.append((f"random inputs, {label}", [random_like(ex, s, rng) for ex, s in zip(examples, shapes)]))
