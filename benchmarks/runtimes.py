@@ -1,15 +1,16 @@
 """The same models in every runtime mlxport exports to, side by side in one run, against MLX itself.
 
 The seed MLP 784-256-10 and a small CNN are traced once with ``mlxport.trace`` and
-saved as .onnx (ONNX Runtime), .pt (TorchScript) and .pt2 (torch.export) with a
-dynamic batch axis, and as .mlxfn (MLX's own format; fixed shapes, batch 1). Each
+saved as .onnx (ONNX Runtime), .pt (TorchScript), .pt2 (torch.export) and .tflite
+(LiteRT: float32, float16 weights, dynamic-range int8) with a dynamic batch axis,
+and as .mlxfn (MLX's own format; fixed shapes, batch 1). Each
 file is timed with ``mlxport.bench.bench`` (batch-1 latency p50/p99, batch-64
 throughput where the batch is dynamic, file size, peak RSS), and MLX is timed
 directly on the model (eager). Ratios are against MLX: p50 latency (below 1x is
 faster than MLX) and throughput (above 1x is faster). A PNG chart and the JSON go
 to benchmarks/results/.
 
-    python benchmarks/runtimes.py            # both models (about a minute)
+    python benchmarks/runtimes.py            # both models (minutes: a LiteRT conversion takes 10-20 s)
     python benchmarks/runtimes.py --quick    # fewer calls
 """
 
@@ -33,7 +34,11 @@ MODELS: dict[str, tuple[Callable[[], Any], tuple[int, ...]]] = {
     "mlp": (MLP, (784,)),
     "cnn": (SmallCNN, (28, 28, 1)),
 }
-FORMATS = (".onnx", ".pt", ".pt2", ".mlxfn")
+# File name ending -> save options; the LiteRT variants need the tflite extra (skipped with a note if absent).
+FORMATS: dict[str, dict[str, Any]] = {
+    ".onnx": {}, ".pt": {}, ".pt2": {}, ".tflite": {}, "-fp16.tflite": {"quantize": "float16"},
+    "-dynint8.tflite": {"quantize": "dynamic_int8"}, ".mlxfn": {},
+}
 MLX_ROW = "MLX"
 
 
@@ -67,14 +72,14 @@ def run_model(name: str, workdir: Path, args: argparse.Namespace) -> list[dict[s
     example = mx.zeros((1, *sample_shape))
     traced = mlxport.trace(model, (example,), dynamic_axes={"x": {0: "batch"}})
     paths, errors = [], []
-    for suffix in FORMATS:
+    for suffix, options in FORMATS.items():
         path = workdir / f"{name}{suffix}"
         try:
             if suffix == ".mlxfn":
                 # .mlxfn cannot hold a dynamic axis (see mlxport.api._format_of): batch 1 only.
                 mlxport.export(model, (example,), path)
             else:
-                traced.save(path)
+                traced.save(path, **options)
             paths.append(path)
         except (MlxportError, ImportError) as exc:
             errors.append(f"{path.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
@@ -95,7 +100,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1,
-                        help="ONNX Runtime and torch intra-op threads (default 1, as MLX's reference BLAS)")
+                        help="ONNX Runtime, LiteRT and torch intra-op threads (default 1, as MLX's reference BLAS)")
     parser.add_argument("--quick", action="store_true", help="at most 50 calls or 1 s per measurement")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG (needs matplotlib)")
     args = parser.parse_args()
@@ -110,7 +115,7 @@ def main() -> int:
         print("note: MLX on Linux (mlx-cpu wheel) uses the netlib reference BLAS (unblocked, single-threaded), "
               "so MLX's matmuls are much slower than with an optimized BLAS; the ratios say more about that BLAS "
               "than about MLX.")
-    print(f"threads for ONNX Runtime and torch: {args.threads}; peak RSS is the whole process's, so it grows "
+    print(f"threads for ONNX Runtime, LiteRT and torch: {args.threads}; peak RSS is the whole process's, so it grows "
           "as more runtimes load.\n")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mlxport-runtimes-") as tmp:

@@ -21,7 +21,7 @@ from .validate import Report, raise_if_failed
 from .validate import validate as validate_runs
 
 FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export",
-           ".mlpackage": "Core ML"}
+           ".tflite": "TFLite", ".mlpackage": "Core ML"}
 
 
 def _resolve_source(fn_or_module: Any) -> Callable:
@@ -74,8 +74,12 @@ def _io_specs(graph: Graph) -> tuple[list[IOSpec], list[IOSpec]]:
     return [spec(i) for i in graph.inputs], [spec(o) for o in graph.outputs]
 
 
-def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, str]) -> Path:
-    """Metadata beside the artifact: signature, dynamic axes, source, checksums and the validation report."""
+def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, str],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Metadata beside the artifact: signature, dynamic axes, source, checksums and the validation report.
+
+    ``extra`` adds format-specific keys (``tflite``: the flatbuffer's signature names).
+    """
     inputs, outputs = _io_specs(graph)
     meta = {
         "format": report.format,
@@ -87,6 +91,7 @@ def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, s
         "sha256": digests.get(path.name),
         "files": digests,
         "validation": report.to_dict(),
+        **(extra or {}),
     }
     side = Path(str(path) + SIDE_SUFFIX)
     side.write_text(json.dumps(meta, indent=2, default=str))
@@ -111,14 +116,16 @@ def export(
     checksum: bool = True,
     progress: Callable[[str], None] | None = None,
     precision: str = "float32",
+    quantize: str | None = None,
+    calibration: str | os.PathLike | Mapping[str, Any] | None = None,
 ) -> Report:
     """Capture an MLX function or module and write it in the format the suffix names.
 
     Args:
         fn_or_module: an ``nn.Module``, a function of mx.arrays, or a path to an ``.mlxfn`` file.
         example_args: example inputs (a tuple; a single array is accepted too).
-        path: the output file: ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) or
-            ``.mlpackage`` (Core ML; validated by structure only off macOS).
+        path: the output file: ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export),
+            ``.tflite`` (LiteRT) or ``.mlpackage`` (Core ML; validated by structure only off macOS).
         dynamic_axes: ``{input: {axis: name}}`` for dimensions that may vary at run time.
         input_names: names of the inputs (default: the function's parameter names).
         output_names: names of the outputs (default: dict keys, ``output`` or ``output_N``).
@@ -134,6 +141,12 @@ def export(
             ~1 GB/s it is the slowest part of exporting a large model).
         progress: called with a short message at each stage.
         precision: Core ML compute precision, "float32" or "float16" (other formats ignore it).
+        quantize: TFLite only: "float32" (default), "float16" (float16 weights), "dynamic_int8" (int8
+            weights) or "int8" (int8 weights and activations; inputs and outputs stay float32). The
+            quantized variants are validated with the looser default tolerances of
+            ``mlxport.exporters.tflite.TOLERANCES`` unless atol/rtol are given.
+        calibration: TFLite "int8" only: representative inputs, a .npz file or a dict {input name:
+            array}; each array stacks N whole inputs ([N, *shape]) or N rows of the batch axis.
 
     Returns:
         A Report: per output shape and max abs/rel error against MLX, graph statistics.
@@ -144,7 +157,7 @@ def export(
                    output_names=output_names, progress=progress)
     return traced.save(path, opset=opset, validate=validate, atol=atol, rtol=rtol, external_data=external_data,
                        optimize=optimize, contrib_ops=contrib_ops, checksum=checksum, progress=progress,
-                       precision=precision)
+                       precision=precision, quantize=quantize, calibration=calibration)
 
 
 def _format_of(path: Path, dynamic: bool) -> str:
@@ -218,15 +231,22 @@ class Traced:
     def save(self, path: str | os.PathLike, *, opset: int | None = None, validate: bool = True,
              atol: float | None = None, rtol: float | None = None, external_data: bool | None = None,
              optimize: bool = True, contrib_ops: bool | None = None, checksum: bool = True,
-             progress: Callable[[str], None] | None = None, precision: str = "float32") -> Report:
+             progress: Callable[[str], None] | None = None, precision: str = "float32",
+             quantize: str | None = None,
+             calibration: str | os.PathLike | Mapping[str, Any] | None = None) -> Report:
         """Write the graph in the format the suffix names, then validate it (see ``export``).
 
         ``precision`` ("float32" or "float16") is Core ML's compute precision; other formats ignore it.
+        ``quantize`` and ``calibration`` choose the TFLite variant; other formats refuse them.
         """
         say = progress or (lambda _msg: None)
         path = Path(path)
         graph, fn, sig, arrays, examples = self.graph, self.fn, self.sig, self.arrays, self.examples
         fmt = _format_of(path, dynamic=bool(graph.dynamic_axes))
+        if fmt != "TFLite" and (quantize not in (None, "float32") or calibration is not None):
+            raise ArtifactError(f"quantize and calibration apply to .tflite files; {path.name} is {fmt}",
+                                hint="Drop quantize/calibration, or save to a .tflite path.")
+        extra: dict[str, Any] = {}
         start = time.perf_counter()
         report = Report(str(path), fmt)
         report.info["primitives"] = len(graph.nodes)
@@ -258,6 +278,10 @@ class Traced:
             _export_coreml(graph, examples, path, precision)
             report.info["precision"] = precision
             digests = {path.name: _dir_sha256(path)} if checksum else {}
+        elif fmt == "TFLite":
+            rtol, atol, extra = _export_tflite(graph, examples, path, quantize, calibration, rtol, atol, say)
+            report.info["quantize"] = extra["tflite"]["quantize"]
+            digests = {path.name: file_sha256(path)} if checksum else {}
         else:
             say(f"lowering {len(graph.nodes)} primitives to torch")
             _export_torch(graph, examples, path, fmt)
@@ -279,7 +303,7 @@ class Traced:
             report.runs = validate_runs(load(path), fn, sig, graph, examples, rtol=rtol, atol=atol,
                                         raise_on_error=False, references=self._references)
             report.validated = True
-        write_sidecar(path, graph, report, digests)
+        write_sidecar(path, graph, report, digests, extra)
         if validate:
             try:
                 raise_if_failed(report.runs, report)
@@ -289,6 +313,10 @@ class Traced:
                         "the traced graph changes with the dynamic sizes "
                         f"({graph.metadata.get('size_branch')}); traced at large sizes, it does not match MLX at "
                         f"the example's sizes:\n{exc}\nThe model branches on a shape: keep that axis fixed") from None
+                if report.info.get("quantize") in ("int8", "dynamic_int8"):
+                    exc.hint = ("Quantization moved the outputs past the default tolerance: pass atol/rtol to "
+                                "accept it, or quantize less (int8 -> dynamic_int8 -> float16; full int8 suits "
+                                "dense and convolutional models, not attention or norms).")
                 raise
         return report
 
@@ -325,6 +353,23 @@ def _export_coreml(graph: Graph, examples: list[np.ndarray], path: Path, precisi
     inputs_spec, outputs_spec = _io_specs(graph)
     Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
                                                          "outputs": [vars(o) for o in outputs_spec]}))
+
+
+def _export_tflite(graph: Graph, examples: list[np.ndarray], path: Path, quantize: str | None, calibration: Any,
+                   rtol: float | None, atol: float | None,
+                   say: Callable[[str], None]) -> tuple[float | None, float | None, dict[str, Any]]:
+    """A LiteRT flatbuffer through onnx2tf; returns the tolerances to validate it with and the sidecar's extra."""
+    from .exporters.tflite import TOLERANCES, export_tflite
+
+    info = export_tflite(graph, examples, path, quantize=quantize, calibration=calibration, progress=say)
+    extra = {"tflite": {k: info[k] for k in ("quantize", "signature", "inputs", "outputs", "ops")}}
+    # The runner needs the signature mapping while validating, before the full metadata is written.
+    inputs_spec, outputs_spec = _io_specs(graph)
+    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
+                                                         "outputs": [vars(o) for o in outputs_spec], **extra}))
+    if rtol is None and atol is None and info["quantize"] in TOLERANCES:
+        rtol, atol = TOLERANCES[info["quantize"]]
+    return rtol, atol, extra
 
 
 def _export_torch(graph: Graph, examples: list[np.ndarray], path: Path, fmt: str) -> None:

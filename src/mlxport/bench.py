@@ -27,7 +27,8 @@ class MissingDependencyError(MlxportError):
 def check_artifacts(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Fail before any timing starts when a path is missing or has a suffix no runner reads."""
     if not paths:
-        raise ArtifactError("no artifacts to benchmark", hint="Pass one or more .onnx, .mlxfn, .pt or .pt2 files.")
+        raise ArtifactError("no artifacts to benchmark",
+                            hint="Pass one or more .onnx, .mlxfn, .pt, .pt2 or .tflite files.")
     checked = []
     for p in map(Path, paths):
         if not p.exists():
@@ -35,7 +36,8 @@ def check_artifacts(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if p.suffix.lower() not in RUNNERS:
             raise ArtifactError(f"cannot benchmark '{p.name}': unknown suffix '{p.suffix}'; "
                                 f"supported: {', '.join(RUNNERS)}",
-                                hint="mlxport exports .onnx, .mlxfn, .pt (TorchScript) and .pt2 (torch.export).")
+                                hint="mlxport exports .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export) and "
+                                     ".tflite (LiteRT).")
         checked.append(p)
     return checked
 
@@ -162,12 +164,12 @@ def bench(paths: Sequence[str | os.PathLike], *, batch: int = 64, runs: int = 20
     """Benchmark each artifact with the runtime its suffix names.
 
     Args:
-        paths: ``.onnx``, ``.mlxfn``, ``.pt`` or ``.pt2`` files exported by mlxport (their
+        paths: ``.onnx``, ``.mlxfn``, ``.pt``, ``.pt2`` or ``.tflite`` files exported by mlxport (their
             ``.mlxport.json`` metadata gives the inputs of the non-ONNX formats).
         batch: batch size of the throughput measurement (only for a dynamic first axis).
         runs: at most this many timed calls per measurement.
         seconds: at most this long per measurement (at least 3 calls are always timed).
-        threads: intra-op threads of ONNX Runtime and torch (default: their own choice; on a busy
+        threads: intra-op threads of ONNX Runtime, LiteRT and torch (default: their own choice; on a busy
             machine torch's thread pool can make small batches 100x slower); MLX ignores it.
         warmup: untimed calls before each measurement.
 
@@ -183,7 +185,7 @@ def bench(paths: Sequence[str | os.PathLike], *, batch: int = 64, runs: int = 20
     for path in check_artifacts(paths):
         suffix = path.suffix.lower()
         with RSSSampler() as rss, _torch_threads(threads if suffix in (".pt", ".pt2") else None):
-            options = {"threads": threads} if threads and suffix == ".onnx" else {}
+            options = {"threads": threads} if threads and suffix in (".onnx", ".tflite") else {}
             start = time.perf_counter()
             runner = load(path, **options)
             load_s = time.perf_counter() - start

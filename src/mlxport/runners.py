@@ -77,7 +77,8 @@ class Runner:
                     isinstance(d, int) and d != s for d, s in zip(spec.shape, arr.shape)):
                 raise ValueError(f"input '{spec.name}' must have shape {spec.describe().split(': ')[1]}; "
                                  f"got {list(arr.shape)}")
-        return feed
+        # In the artifact's input order, whatever order the keywords came in (positional runners rely on it).
+        return {spec.name: feed[spec.name] for spec in self.inputs}
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         return self.run(self._bind(args, kwargs))
@@ -113,13 +114,16 @@ class OnnxRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike | bytes, *, threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, spinning: bool = True, log_severity: int = 3) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
+        if not spinning:
+            # Idle intra-op threads otherwise spin between runs: a server's event loop loses that core.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = log_severity
         self.path = None if isinstance(path, bytes) else Path(path)
         source = path if isinstance(path, bytes) else str(path)
         try:
@@ -300,6 +304,111 @@ class MLPackageRunner(Runner):
         return result
 
 
+class TFLiteRunner(Runner):
+    """LiteRT flatbuffers (``.tflite``) through ``ai_edge_litert``'s Interpreter.
+
+    Inputs and outputs go by the sidecar's names, mapped to the flatbuffer's signature; a
+    dynamic batch resizes the input tensors. One call runs at a time (the interpreter is
+    not thread-safe). Where LiteRT's default XNNPACK delegate cannot prepare a graph (seen
+    with full-int8 convolutions behind a dynamic batch), the builtin kernels run it.
+    """
+
+    backend = "litert"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
+        import threading
+
+        from .exporters.tflite import import_litert
+
+        self._litert = import_litert()
+        self.path = Path(path)
+        self._threads = threads
+        self.delegate = "xnnpack"
+        try:
+            self.interpreter = self._litert.Interpreter(model_path=str(path), num_threads=threads)
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"LiteRT cannot load {path}: {exc}",
+                                hint="Is the file complete and a .tflite flatbuffer? Export it again.") from exc
+        meta = read_sidecar(path)
+        info = meta.get("tflite") or {}
+        sigs = self.interpreter.get_signature_list()
+        key = info.get("signature") or (next(iter(sigs)) if len(sigs) == 1 else None)
+        if key is not None and key in sigs:
+            sig = self.interpreter.get_signature_runner(key)
+            ins, outs = sig.get_input_details(), sig.get_output_details()
+        else:  # no signature (not written by mlxport): the interpreter's own order and names
+            ins = {d["name"]: d for d in self.interpreter.get_input_details()}
+            outs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        if meta.get("inputs"):
+            self.inputs = [IOSpec(**i) for i in meta["inputs"]]
+            self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+        else:
+            self.inputs = [_litert_spec(n, d) for n, d in ins.items()]
+            self.outputs = [_litert_spec(n, d) for n, d in outs.items()]
+        in_names = info.get("inputs") or {s.name: n for s, n in zip(self.inputs, ins)}
+        out_names = info.get("outputs") or {s.name: n for s, n in zip(self.outputs, outs)}
+        try:
+            self._in = [int(ins[in_names[s.name]]["index"]) for s in self.inputs]
+            self._out = [int(outs[out_names[s.name]]["index"]) for s in self.outputs]
+        except KeyError as exc:
+            raise ArtifactError(f"{self.path.name} has no tensor {exc} that its metadata names; its signature "
+                                f"holds {', '.join(ins)} -> {', '.join(outs)}",
+                                hint="The metadata file belongs to another export: export again.") from None
+        self._shapes: list[tuple[int, ...] | None] = [None] * len(self._in)
+        self._lock = threading.Lock()
+        self.quantize = info.get("quantize")
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(feed[s.name]) for s in self.inputs]
+        with self._lock:
+            resized = False
+            for k, (index, arr) in enumerate(zip(self._in, arrays)):
+                if self._shapes[k] != arr.shape:
+                    self.interpreter.resize_tensor_input(index, list(arr.shape), strict=True)
+                    self._shapes[k] = arr.shape
+                    resized = True
+            if resized:
+                self._allocate()
+            for index, arr in zip(self._in, arrays):
+                self.interpreter.set_tensor(index, arr)
+            try:
+                self.interpreter.invoke()
+            except RuntimeError as exc:
+                if self.quantize != "int8":
+                    raise
+                # e.g. a quantized DIV whose divisor rounds to zero (layer norms, softmax).
+                raise RuntimeError(f"{exc} (an int8 kernel failed: full int8 suits dense and convolutional "
+                                   "models; export with quantize='dynamic_int8' instead)") from exc
+            outs = [self.interpreter.get_tensor(i) for i in self._out]  # copies
+        result = []
+        for spec, o in zip(self.outputs, outs):
+            want = _np_dtype(spec.dtype) if spec.dtype else o.dtype
+            # TensorFlow may compute an int64 result in int32 (or the reverse): same values, MLX's dtype.
+            result.append(o.astype(want) if o.dtype != want and o.dtype.kind == want.kind else o)
+        return result
+
+
+    def _allocate(self) -> None:
+        try:
+            self.interpreter.allocate_tensors()
+        except RuntimeError as exc:
+            if self.delegate != "xnnpack" or "XNNPACK" not in str(exc):
+                raise
+            # The same flatbuffer, without the default delegate: same tensor indices, builtin kernels.
+            self.interpreter = self._litert.Interpreter(
+                model_path=str(self.path), num_threads=self._threads,
+                experimental_op_resolver_type=self._litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            self.delegate = "none"
+            for index, shape in zip(self._in, self._shapes):
+                self.interpreter.resize_tensor_input(index, list(shape or ()), strict=True)
+            self.interpreter.allocate_tensors()
+
+
+def _litert_spec(name: str, details: dict[str, Any]) -> IOSpec:
+    shape = [None if int(d) < 0 else int(d) for d in details.get("shape_signature", details["shape"])]
+    return IOSpec(name, shape, np.dtype(details["dtype"]).name)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file, read in 1 MiB chunks."""
     import hashlib
@@ -322,16 +431,16 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
 
 
 RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner, ".pt": TorchScriptRunner, ".pt2": ExportedProgramRunner,
-           ".mlpackage": MLPackageRunner}
+           ".tflite": TFLiteRunner, ".mlpackage": MLPackageRunner}
 
 
 def load(path: str | os.PathLike, **options: Any) -> Runner:
     """Open an exported artifact with the runtime its suffix names.
 
     Args:
-        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) file or an
-            ``.mlpackage`` (Core ML; runs only on macOS).
-        **options: backend options (``threads`` for ONNX Runtime).
+        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export), ``.tflite``
+            (LiteRT) file or an ``.mlpackage`` (Core ML; runs only on macOS).
+        **options: backend options (``threads`` for ONNX Runtime and LiteRT).
 
     Returns:
         A Runner: call it with numpy or mx arrays (by position or name); it returns numpy arrays.

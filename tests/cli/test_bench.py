@@ -67,9 +67,9 @@ def test_bench_bad_inputs(artifacts: Path) -> None:
     res = mlxport_cli("bench", "m.onnx", "missing.onnx", *FAST, cwd=artifacts)
     assert res.returncode == 1 and "no such artifact: missing.onnx" in res.stderr
     assert "onnxruntime" not in res.stdout  # checked before any timing
-    (artifacts / "model.tflite").write_bytes(b"")
-    res = mlxport_cli("bench", "model.tflite", cwd=artifacts)
-    assert res.returncode == 1 and "unknown suffix '.tflite'" in res.stderr and ".pt2" in res.stderr
+    (artifacts / "model.engine").write_bytes(b"")
+    res = mlxport_cli("bench", "model.engine", cwd=artifacts)
+    assert res.returncode == 1 and "unknown suffix '.engine'" in res.stderr and ".tflite" in res.stderr
     res = mlxport_cli("bench", "m.onnx", "--runs", "0", cwd=artifacts)
     assert res.returncode == 2 and "--runs" in res.stderr
     res = mlxport_cli("bench", cwd=artifacts)

@@ -11,19 +11,19 @@ from typing import Sequence
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxport bench", description="Time exported artifacts with the runtime each suffix names (.onnx: "
-        "ONNX Runtime on CPU, .mlxfn: MLX, .pt: TorchScript, .pt2: torch.export) and print one table: file "
-        "size, single-sample latency p50/p99 (batch 1 when the first axis is dynamic, else the artifact's own "
-        "shapes), throughput at --batch (dynamic first axis only) and the process's peak RSS. Inputs are "
-        "random: normal floats, integers in [0, 10).")
-    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, .mlxfn, .pt or .pt2 files")
+        "ONNX Runtime on CPU, .mlxfn: MLX, .pt: TorchScript, .pt2: torch.export, .tflite: LiteRT) and print "
+        "one table: file size, single-sample latency p50/p99 (batch 1 when the first axis is dynamic, else "
+        "the artifact's own shapes), throughput at --batch (dynamic first axis only) and the process's peak "
+        "RSS. Inputs are random: normal floats, integers in [0, 10).")
+    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, .mlxfn, .pt, .pt2 or .tflite files")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput run (default 64)")
     parser.add_argument("--runs", type=int, default=200, help="at most this many timed calls per measurement "
                         "(default 200)")
     parser.add_argument("--seconds", type=float, default=3.0, help="at most this many seconds per measurement "
                         "(default 3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each measurement (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime and torch "
-                        "(default: their own choice); MLX ignores it")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime, LiteRT and "
+                        "torch (default: their own choice); MLX ignores it")
     parser.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     parser.add_argument("--chart", metavar="OUT.png", help="also save a bar chart (needs matplotlib)")
     return parser

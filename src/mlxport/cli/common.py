@@ -23,7 +23,7 @@ from . import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
           "uint8", "uint16", "uint32", "uint64", "bool")
-SUFFIXES = (".onnx", ".mlxfn", ".pt", ".pt2")
+SUFFIXES = (".onnx", ".mlxfn", ".pt", ".pt2", ".tflite")
 
 
 # ----------------------------------------------------------------------------
@@ -253,6 +253,8 @@ def export_target(
     example: str | None = None,
     seed: int = 0,
     quiet: bool = False,
+    quantize: str | None = None,
+    calibration: str | None = None,
 ) -> Any:
     """Export ``target`` (``module:attr`` or an .mlxfn file) to ``output``; returns the Report."""
     out_suffix = check_suffix(output, "-o/--output")
@@ -262,6 +264,7 @@ def export_target(
     if out_suffix != ".onnx" and external_data:
         raise UsageError(f"--external-data applies to ONNX only, but -o/--output is a {out_suffix} file; "
                          "drop --external-data or write a .onnx file")
+    _check_quantize_flags(out_suffix, quantize, calibration)
     if not validate and (atol is not None or rtol is not None):
         raise UsageError("--atol/--rtol set a validation tolerance, but --no-validate skips validation; "
                          "use one or the other")
@@ -299,7 +302,24 @@ def export_target(
     return export(fn, tuple(arrays), output, dynamic_axes=dynamic_axes or None, input_names=names,
                   output_names=list(output_names) if output_names else None, opset=opset, validate=validate,
                   atol=atol, rtol=rtol, external_data=True if external_data else None, optimize=optimize,
-                  progress=say)
+                  progress=say, quantize=quantize, calibration=calibration)
+
+
+def _check_quantize_flags(out_suffix: str, quantize: str | None, calibration: str | None) -> None:
+    """--quantize and --calibration: .tflite only, and --calibration exactly when --quantize int8."""
+    if out_suffix != ".tflite" and (quantize is not None or calibration is not None):
+        flag = "--quantize" if quantize is not None else "--calibration"
+        raise UsageError(f"{flag} applies to TFLite only, but -o/--output is a {out_suffix} file; "
+                         f"drop {flag} or write a .tflite file")
+    if quantize == "int8" and calibration is None:
+        raise UsageError("--quantize int8 needs --calibration FILE.npz (representative inputs, one array per input "
+                         "name); mlxport never downloads calibration data",
+                         "Or use --quantize dynamic_int8, which needs no calibration.")
+    if calibration is not None and quantize != "int8":
+        raise UsageError(f"--calibration is used only by --quantize int8, but --quantize is {quantize or 'not given'}; "
+                         "add --quantize int8 or drop --calibration")
+    if calibration is not None and not Path(calibration).exists():
+        raise UsageError(f"--calibration {calibration}: no such file")
 
 
 # ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``mlxport export``: capture an MLX callable and write ``.onnx`` or ``.mlxfn``, validated against MLX."""
+"""``mlxport export``: capture an MLX callable and write any format (suffix-chosen), validated against MLX."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ EXAMPLES = """examples:
   mlxport export mypkg.models:build_model --input x:1x784:float32 --dynamic x:0=batch -o model.onnx
   mlxport export models.py:MLP --input x:2x16 -o mlp.mlxfn
   mlxport export model.mlxfn -o model.onnx --opset 17
+  mlxport export models.py:MLP --input x:1x784 --dynamic x:0=batch -o mlp.tflite --quantize dynamic_int8
+  mlxport export models.py:MLP --input x:1x784 -o mlp.tflite --quantize int8 --calibration calib.npz
 """
 
 
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxport export", description="Capture an MLX model or function and write it in the format the "
-        "output suffix names (.onnx or .mlxfn); then compare it with MLX at the example size and, for dynamic "
-        "axes, a second size.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "output suffix names (.onnx, .mlxfn, .pt, .pt2 or .tflite); then compare it with MLX at the example size "
+        "and, for dynamic axes, a second size.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     req = parser.add_argument_group("required arguments")
     req.add_argument("target", help="MODULE:ATTR (or FILE.py:ATTR) naming an nn.Module, a class or zero-argument "
                      "factory returning a module or function, or the function itself; or an .mlxfn file")
-    req.add_argument("-o", "--output", required=True, help="the file to write: .onnx or .mlxfn")
+    req.add_argument("-o", "--output", required=True,
+                     help="the file to write: .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export) or .tflite")
     opt = parser.add_argument_group("optional arguments")
     opt.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                      help="one example input per array argument, in order, e.g. x:1x784:float32 (dtype "
@@ -41,6 +44,12 @@ def configure_parser() -> argparse.ArgumentParser:
                      help="write ONNX weights to <output>.data (default: only above ~1.8 GB)")
     opt.add_argument("--no-optimize", dest="optimize", action="store_false",
                      help="skip constant folding and layout clean-up in the ONNX graph")
+    opt.add_argument("--quantize", choices=["float32", "float16", "dynamic_int8", "int8"],
+                     help=".tflite only: float32 (default), float16 weights, dynamic_int8 (int8 weights) or int8 "
+                     "(int8 weights and activations, float32 inputs/outputs; needs --calibration)")
+    opt.add_argument("--calibration", metavar="FILE.npz",
+                     help="representative inputs for --quantize int8, one array per input name: N whole inputs "
+                     "stacked on a new first axis, or N rows of the batch axis (never downloaded)")
     opt.add_argument("--seed", type=int, default=0, help="seed of the random example values (default 0)")
     opt.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     return parser
