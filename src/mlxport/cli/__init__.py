@@ -22,6 +22,11 @@ COMMANDS: dict[str, str] = {
     "ops": "print the table of supported MLX primitives (generated from the registry)",
     "demo": "train a small MLP on scikit-learn's digits, export, validate and time it",
     "bench": "time exported artifacts side by side: latency, throughput, size and peak memory",
+    "export-lm": "export an mlx-lm model folder with its KV cache for ONNX Runtime GenAI (validated by greedy tokens)",
+    "generate": "generate text from an exported LM folder (ONNX Runtime GenAI or mlxport's ONNX Runtime loop)",
+    "serve": "serve models over HTTP: SageMaker and Open Inference Protocol v2, batching, versions, metrics",
+    "registry": "model versions and aliases (push, list, promote, rollback, show): local repository or MLflow",
+    "package": "bundle an artifact for SageMaker, a Triton repository, KServe or edge devices",
 }
 
 EXIT_FAILURE = 1
@@ -83,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown command '{command}'{suggestion}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        module = importlib.import_module(f"{__name__}.{command}")
+        module = importlib.import_module(f"{__name__}.{command.replace('-', '_')}")
         return int(module.main(args[1:]) or 0)
     except SystemExit as exc:  # argparse: --help (0) and its own usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILURE)
