@@ -1,0 +1,1 @@
+"""Files mlxport package copies into bundles (standalone scripts: they never import mlxport)."""
