@@ -15,6 +15,8 @@ from .errors import (
     UnsupportedPrimitiveError,
     ValidationError,
 )
+from .lm.export import export_lm
+from .lm.generate import GenerationConfig, LMRunner
 from .runners import load
 from .validate import Report
 
@@ -23,5 +25,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError", "CaptureError", "DynamicShapeError", "MlxportError", "Report", "ShapeMismatchError",
     "ToleranceError", "UnsupportedArgumentError", "UnsupportedPrimitiveError", "ValidationError",
-    "Traced", "capture", "export", "load", "trace", "__version__",
+    "GenerationConfig", "LMRunner", "Traced", "capture", "export", "export_lm", "load", "trace", "__version__",
 ]
