@@ -42,11 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     lm = LMRunner(args.folder, backend=args.backend, threads=args.threads)
     prompt = lm.apply_chat_template([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
     start, count, reason = time.perf_counter(), 0, "length"
-    for chunk in lm.stream(prompt, config):
-        sys.stdout.write(chunk.text)
-        sys.stdout.flush()
-        count += chunk.token is not None
-        reason = chunk.finish_reason or reason
+    try:
+        for chunk in lm.stream(prompt, config):
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            count += chunk.token is not None
+            reason = chunk.finish_reason or reason
+    except ValueError as exc:  # the prompt does not fit the context, or an empty prompt
+        raise UsageError(str(exc), hint="Shorten the prompt or lower --max-tokens.") from None
     seconds = time.perf_counter() - start
     print(f"\n[{lm.backend}: {count} tokens in {seconds:.2f} s, {count / max(seconds, 1e-9):.1f} tok/s, "
           f"finish: {reason}]", file=sys.stderr)

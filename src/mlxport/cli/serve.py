@@ -176,8 +176,13 @@ def _ray_options(args: argparse.Namespace, multi_model: bool) -> dict | None:
 
 def _resolve(spec: str) -> str:
     """A path as given, or a registry reference (models:/name@alias, models:/name/3, name@alias) made local."""
-    if os.path.exists(spec) or not (spec.startswith("models:/") or "@" in spec):
+    import re
+
+    registry_ref = spec.startswith("models:/") or "@" in spec or re.fullmatch(r"[A-Za-z0-9][\w.-]*/[0-9]+", spec)
+    if os.path.exists(spec) or not registry_ref:
         return spec
+    # MLflow's download progress bar would go into the server's JSON log stream.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from ..registry import resolve
 
     return str(resolve(spec))

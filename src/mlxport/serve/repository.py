@@ -346,6 +346,8 @@ class Repository:
         batch = BatchConfig(**{**vars(self.options.batch)})
         if config.get("max_batch_size"):
             batch.max_batch_size = config["max_batch_size"]
+        # Triton's max_batch_size 0: the model has no batch dimension, so requests are never merged.
+        unbatched = config.get("max_batch_size") == 0
         if config.get("max_queue_delay_microseconds") is not None:
             batch.max_queue_delay_ms = config["max_queue_delay_microseconds"] / 1000
         if runner.backend in ("litert", "mlx", "coreml"):
@@ -365,7 +367,7 @@ class Repository:
             if metrics is not None:
                 metrics.queue_depth(name, version, n)
 
-        scheduler = Scheduler(runner.run, self.executor, batch, batched=self.options.batching and _batched(runner),
+        scheduler = Scheduler(runner.run, self.executor, batch, batched=self.options.batching and not unbatched and _batched(runner),
                               label=label, observe=observe, depth=depth)
         return ServedModel(name, version, artifact, runner, scheduler, time.perf_counter() - start, meta)
 

@@ -96,6 +96,7 @@ def serve(
         app, host=host, port=port, lifespan="on", access_log=False, log_level="warning",
         loop=_best("uvloop", "asyncio"), http=_best("httptools", "h11"),
         timeout_graceful_shutdown=grace_s, timeout_keep_alive=75, server_header=False)
+    _check_port_free(host, port)
     server = _server_class(uvicorn)(uv_config)
     print(f"mlxport serve: http://{host}:{port}  models: {model_names(app)}", file=sys.stderr, flush=True)
     try:
@@ -198,6 +199,22 @@ def _server_class(uvicorn: Any) -> type:
                 captured.clear()
 
     return _Server
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear error (exit 1) before uvicorn would exit 3 with a plain log line."""
+    import socket
+
+    from ..errors import MlxportError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MlxportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                               hint="Another process holds the port: stop it or pass --port.") from None
 
 
 def _best(preferred: str, fallback: str) -> str:
