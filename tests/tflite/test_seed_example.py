@@ -1,8 +1,4 @@
-"""The seed document's example with every format, .tflite included (mlx.jit spelled mlxport.trace/load).
-
-tests/torchops/test_seed_example.py runs the formats that need only PyTorch; this one adds
-LiteRT and Core ML, whose converters are optional extras.
-"""
+"""The seed document's example with every format (mlx.jit spelled mlxport.trace / mlxport.load)."""
 
 from __future__ import annotations
 

@@ -31,25 +31,9 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    token: str | None = None,
-    backend: str | None = None,
-    threads: int | None = None,
-    compute_threads: int | None = None,
-    instances: int = 1,
-    batching: bool = True,
-    max_batch_size: int = 64,
-    max_queue_delay_ms: float = 0.0,
-    max_queue_rows: int = 8192,
-    max_concurrency: int = 512,
-    request_timeout_s: float = 60.0,
-    max_body_bytes: int = 6 * 2**20,
-    memory_limit: int | None = None,
-    version_policy: str = "latest",
-    poll_interval_s: float = 2.0,
-    load_roots: Sequence[str | os.PathLike] = (),
     grace_s: float = 30.0,
     access_log: bool = True,
-    lm_backend: str = "auto",
+    **options: Any,
 ) -> int:
     """Serve models over HTTP until SIGTERM/SIGINT; returns the exit code (0 after a clean drain).
 
@@ -58,26 +42,9 @@ def serve(
             exported LM folders (``mlxport export-lm``: served under /v1, the OpenAI API).
         host: address to bind (127.0.0.1 unless told otherwise).
         port: TCP port.
-        token: when set, every endpoint but health, ping and metrics needs ``Authorization: Bearer <token>``.
-        backend: which artifact to prefer when a version folder holds several (default: ONNX Runtime first).
-        threads: ONNX Runtime intra-op threads per model.
-        compute_threads: worker threads that run models (default: min(4, CPUs)).
-        instances: concurrent batches per model (ONNX Runtime and torch; LiteRT and MLX always 1).
-        batching: merge concurrent requests of models with a dynamic batch axis.
-        max_batch_size: rows per merged batch.
-        max_queue_delay_ms: how long the first request of a batch waits for others.
-        max_queue_rows: rows queued per model before requests get 503 + Retry-After.
-        max_concurrency: inference requests in flight before 503 + Retry-After.
-        request_timeout_s: a request not answered in this time gets 504.
-        max_body_bytes: larger bodies get 413.
-        memory_limit: bytes; models that would not fit are refused (and MLX's limit is set).
-        version_policy: "latest", "latest:N", "all" or "specific:1,3".
-        poll_interval_s: how often to look for new versions on disk (0: never).
-        load_roots: folders the multi-model ``POST /models`` may load from (the sources are always allowed).
         grace_s: on SIGTERM, how long in-flight requests may take to finish.
         access_log: one JSON line per request on stderr.
-        lm_backend: how exported LM folders generate: "auto" (ONNX Runtime GenAI when installed), "genai" or
-            "onnxruntime" (mlxport's decode loop).
+        **options: the batching, limit, backend and repository options of ``build_app``.
 
     Returns:
         The process exit code.
@@ -85,13 +52,7 @@ def serve(
     import uvicorn
 
     _configure_logging(access_log)
-    app = build_app(
-        sources, token=token, backend=backend, threads=threads, compute_threads=compute_threads,
-        instances=instances, batching=batching, max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms, max_queue_rows=max_queue_rows, max_concurrency=max_concurrency,
-        request_timeout_s=request_timeout_s, max_body_bytes=max_body_bytes, memory_limit=memory_limit,
-        version_policy=version_policy, poll_interval_s=poll_interval_s, load_roots=load_roots, grace_s=grace_s,
-        access_log=access_log, lm_backend=lm_backend)
+    app = build_app(sources, grace_s=grace_s, access_log=access_log, **options)
     uv_config = uvicorn.Config(
         app, host=host, port=port, lifespan="on", access_log=False, log_level="warning",
         loop=_best("uvloop", "asyncio"), http=_best("httptools", "h11"),
@@ -131,8 +92,31 @@ def build_app(
 ) -> Starlette:
     """Build the ASGI app of ``serve`` without running it (models load when its lifespan starts).
 
-    Used by ``serve`` (uvicorn) and by ``serve_ray`` (one app per Ray Serve replica). The arguments are those
-    of ``serve`` less host and port.
+    Used by ``serve`` (uvicorn) and by ``serve_ray`` (one app per Ray Serve replica).
+
+    Args:
+        sources: artifacts, folders holding one, versioned model folders or repositories (see repository.py), or
+            exported LM folders (``mlxport export-lm``: served under /v1, the OpenAI API).
+        token: when set, every endpoint but health, ping and metrics needs ``Authorization: Bearer <token>``.
+        backend: which artifact to prefer when a version folder holds several (default: ONNX Runtime first).
+        threads: ONNX Runtime intra-op threads per model.
+        compute_threads: worker threads that run models (default: min(4, CPUs)).
+        instances: concurrent batches per model (ONNX Runtime and torch; LiteRT and MLX always 1).
+        batching: merge concurrent requests of models with a dynamic batch axis.
+        max_batch_size: rows per merged batch.
+        max_queue_delay_ms: how long the first request of a batch waits for others.
+        max_queue_rows: rows queued per model before requests get 503 + Retry-After.
+        max_concurrency: inference requests in flight before 503 + Retry-After.
+        request_timeout_s: a request not answered in this time gets 504.
+        max_body_bytes: larger bodies get 413.
+        memory_limit: bytes; models that would not fit are refused (and MLX's limit is set).
+        version_policy: "latest", "latest:N", "all" or "specific:1,3".
+        poll_interval_s: how often to look for new versions on disk (0: never).
+        load_roots: folders the multi-model ``POST /models`` may load from (the sources are always allowed).
+        grace_s: on SIGTERM, how long in-flight requests may take to finish.
+        access_log: one JSON line per request on stderr.
+        lm_backend: how exported LM folders generate: "auto" (ONNX Runtime GenAI when installed), "genai" or
+            "onnxruntime" (mlxport's decode loop).
 
     Returns:
         The Starlette app; ``app.state`` holds ``repo`` (the Repository), ``lm`` (the LMService) and
