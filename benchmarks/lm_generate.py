@@ -1,7 +1,9 @@
 """Generation speed of an exported language model: ONNX Runtime GenAI and mlxport's ORT loop beside mlx-lm.
 
 A random llama (mlx-lm's own ``llama.Model``; sizes below, nothing downloaded) is exported with
-``mlxport.export_lm`` as float32 and as int4 (MLX's 4-bit affine quantization, MatMulNBits in ONNX). Each
+``mlxport.export_lm`` as float32 and as int4 (MLX's 4-bit affine quantization, MatMulNBits in ONNX), each as the
+standard graph (``fused=False``: Concat cache, ONNX Attention) and the fused one (GroupQueryAttention with an
+in-place cache, SkipSimplifiedLayerNormalization, merged matmuls). Each
 engine prefills the same prompt and then decodes greedily; prefill time and decode tokens/s are measured in
 one run, side by side. mlx-lm runs on mlx-cpu, whose stock reference BLAS is slow on Linux: its figures are
 what a Linux user of MLX gets, not what MLX does on a Mac.
@@ -74,29 +76,32 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("float32", "int4"):
-            model = build(hidden, layers, vocab)
-            params = sum(v.size for _, v in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(
-                model.parameters()))
-            out = Path(tmp) / precision
-            start = time.perf_counter()
-            result = export_lm(model, None, out, precision="source" if precision == "float32" else "int4",
-                               threads=args.threads, check_tokens=4)
-            seconds = time.perf_counter() - start
-            print(f"{precision}: {params / 1e6:.1f}M parameters, exported in {seconds:.1f} s, "
-                  f"model.onnx {result.files['model.onnx'] / 1e6:.1f} MB", flush=True)
-            (out / "tokenizer.json").write_text("{}")  # the ids are given directly; no text is decoded
-            engines: dict[str, Callable[[], Iterator[int]]] = {"mlx-lm (mlx-cpu)": lambda: mlx_steps(model, prompt, count)}
-            config = GenerationConfig(max_tokens=count)
-            for backend in ("genai", "onnxruntime"):
-                try:
-                    runner = LMRunner.__new__(LMRunner)
-                    _open_without_tokenizer(runner, out, backend, args.threads)
-                except Exception as exc:  # noqa: BLE001 - report and go on with the other engines
-                    print(f"  {backend}: not available ({exc})")
-                    continue
-                steps = runner._steps_genai if backend == "genai" else runner._steps_ort
-                engines[f"{'ORT GenAI' if backend == 'genai' else 'mlxport ORT loop'}"] = (
-                    lambda s=steps: s(prompt, config))
+            engines: dict[str, Callable[[], Iterator[int]]] = {}
+            for graph in ("standard", "fused"):
+                model = build(hidden, layers, vocab)
+                params = sum(v.size for _, v in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(
+                    model.parameters()))
+                out = Path(tmp) / f"{precision}-{graph}"
+                start = time.perf_counter()
+                result = export_lm(model, None, out, precision="source" if precision == "float32" else "int4",
+                                   threads=args.threads, check_tokens=4, fused=graph == "fused")
+                seconds = time.perf_counter() - start
+                print(f"{precision} {graph} graph: {params / 1e6:.1f}M parameters, exported in {seconds:.1f} s, "
+                      f"model.onnx {result.files['model.onnx'] / 1e6:.1f} MB", flush=True)
+                (out / "tokenizer.json").write_text("{}")  # the ids are given directly; no text is decoded
+                if not engines:
+                    engines["mlx-lm (mlx-cpu)"] = lambda m=model: mlx_steps(m, prompt, count)
+                config = GenerationConfig(max_tokens=count)
+                for backend in ("genai", "onnxruntime"):
+                    try:
+                        runner = LMRunner.__new__(LMRunner)
+                        _open_without_tokenizer(runner, out, backend, args.threads)
+                    except Exception as exc:  # noqa: BLE001 - report and go on with the other engines
+                        print(f"  {backend}: not available ({exc})")
+                        continue
+                    steps = runner._steps_genai if backend == "genai" else runner._steps_ort
+                    engines[f"{'ORT GenAI' if backend == 'genai' else 'mlxport ORT loop'} {graph}"] = (
+                        lambda s=steps, c=config: s(prompt, c))
             reference = None
             for name, make in engines.items():
                 for _ in range(1):  # warm-up: first session runs allocate
@@ -106,14 +111,14 @@ def main() -> None:
                 agree = sum(a == b for a, b in zip(tokens, reference))
                 rows.append({"precision": precision, "engine": name, "first_token_ms": round(first * 1000, 1),
                              "decode_tok_s": round(rate, 1), "agree_with_mlx": f"{agree}/{count}"})
-                print(f"  {name:<20} first token {first * 1000:8.1f} ms   decode {rate:8.1f} tok/s   "
+                print(f"  {name:<26} first token {first * 1000:8.1f} ms   decode {rate:8.1f} tok/s   "
                       f"tokens equal to mlx-lm: {agree}/{count}", flush=True)
     print()
     for precision in ("float32", "int4"):
         base = next(r for r in rows if r["precision"] == precision and r["engine"].startswith("mlx-lm"))
         for r in rows:
             if r["precision"] == precision and r is not base:
-                print(f"{precision:8} {r['engine']:<18} decode {r['decode_tok_s'] / base['decode_tok_s']:.1f}x "
+                print(f"{precision:8} {r['engine']:<26} decode {r['decode_tok_s'] / base['decode_tok_s']:.1f}x "
                       f"mlx-lm's tokens/s")
     path = write_results("lm_generate", {"environment": environment(), "rows": rows,
                                          "model": {"hidden": hidden, "layers": layers, "vocab": vocab},

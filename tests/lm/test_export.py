@@ -41,8 +41,8 @@ def test_genai_config_fields(llama: Exported) -> None:
     assert outputs == [dec["outputs"]["logits"]] + [
         dec["outputs"][f"present_{kv}_names"] % i for i in layers for kv in ("key", "value")]
     assert search["do_sample"] is False and search["max_length"] == lmzoo.CONTEXT
-    # present = past + new (a fresh buffer per step, not an in-place max-length one): no shared buffer.
-    assert search["past_present_share_buffer"] is False
+    # The default graph is fused: GroupQueryAttention writes the cache in place, so GenAI shares the buffers.
+    assert search["past_present_share_buffer"] is True
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in (graph.input[2], graph.output[1])]
     assert dims == [["batch", 2, "past_sequence", 16], ["batch", 2, "past_sequence+sequence", 16]]

@@ -28,6 +28,10 @@ def configure_parser() -> argparse.ArgumentParser:
                         help="quantization group size for --precision int4/int8 (default 32)")
     parser.add_argument("--portable", action="store_true",
                         help="standard ONNX ops at opset 17 only (no ONNX Runtime contrib ops), for any runtime")
+    parser.add_argument("--no-fuse", dest="fused", action="store_false", default=None,
+                        help="keep the standard attention graph (Concat cache, ONNX Attention) instead of ONNX "
+                             "Runtime's fused kernels (GroupQueryAttention with an in-place cache, "
+                             "SkipSimplifiedLayerNormalization, merged matmuls); --portable implies it")
     parser.add_argument("--check-tokens", type=int, default=8,
                         help="mlx-lm's greedy tokens the graph must agree with (default 8; 0 skips)")
     parser.add_argument("--threads", type=int, help="intra-op threads written into genai_config.json")
@@ -48,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"loading {args.source}")
     model, tokenizer, config = load_source(args.source)
     result = export_lm(model, tokenizer, args.output, config=config, source_folder=args.source,
-                       precision=args.precision, group_size=args.group_size, portable=args.portable,
+                       precision=args.precision, group_size=args.group_size, portable=args.portable, fused=args.fused,
                        validate=args.validate, check_tokens=args.check_tokens, threads=args.threads, progress=say)
     print(result.report)
     if result.greedy_match is not None:

@@ -94,6 +94,7 @@ def export_lm(
     precision: str = "source",
     group_size: int = 32,
     portable: bool = False,
+    fused: bool | None = None,
     validate: bool = True,
     check_tokens: int = 8,
     threads: int | None = None,
@@ -113,6 +114,11 @@ def export_lm(
             MLX's own affine quantization, then export its packed weights as they are).
         group_size: quantization group size for int4/int8 (32, 64 or 128).
         portable: standard ONNX ops only at opset 17 (any runtime), no ONNX Runtime contrib ops.
+        fused: rewrite the graph for ONNX Runtime's fused CPU kernels (GroupQueryAttention with the cache shared
+            in place, SkipSimplifiedLayerNormalization, merged q/k/v and gate/up matmuls; see lm/ort_fused.py).
+            None (default): fused unless ``portable``, keeping the standard graph (reason in the report) when the
+            rewrite does not recognise the graph or the result fails the check against MLX. True: fused or an
+            error. False: the standard graph (Concat cache, opset-23 Attention). Cannot be True with ``portable``.
         validate: compare with MLX at two sizes and check greedy tokens.
         check_tokens: how many of mlx-lm's greedy tokens the graph must agree with (0: skip that check); a
             token agrees if it is the graph's greedy choice or its logit is within atol of the top one.
@@ -133,6 +139,9 @@ def export_lm(
     say = progress or (lambda _msg: None)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
+    if fused and portable:
+        raise ValueError("fused=True and portable=True conflict: the fused graph uses ONNX Runtime contrib ops. "
+                         "Pass portable=True for any runtime, or fused=True for ONNX Runtime (GenAI)")
     out = Path(out_dir)
     model = _apply_precision(model, precision, group_size)
     spec = lm_spec(model, config)
@@ -149,6 +158,10 @@ def export_lm(
                     dynamic_axes=spec.dynamic_axes(), opset=17 if portable else None, rtol=rtol, atol=atol,
                     contrib_ops=False if portable else None, validate=validate, progress=progress)
     report.info["export seconds"] = round(time.perf_counter() - start, 3)
+    if fused is not False and not portable:
+        fused = _fuse(out / "model.onnx", step, spec, report, required=fused is True, validate=validate, rtol=rtol,
+                      atol=atol, say=say)
+    fused = bool(fused) and not portable
     result = LMExport(out, spec, precision, report)
     if validate and check_tokens:
         say(f"checking {check_tokens} greedy tokens against mlx-lm")
@@ -158,9 +171,9 @@ def export_lm(
             raise ValidationError(f"greedy decoding with the exported graph disagrees with mlx-lm: {why}. The graph "
                                   "matched MLX step by step, so suspect the cache or mask handling", report)
     say("writing genai_config.json and the tokenizer")
-    write_genai_config(out, spec, config or {}, tokenizer, threads=threads)
+    write_genai_config(out, spec, config or {}, tokenizer, threads=threads, share_buffer=fused)
     _save_tokenizer(tokenizer, source_folder, out)
-    meta = {"spec": asdict(spec), "precision": precision, "portable": portable,
+    meta = {"spec": asdict(spec), "precision": precision, "portable": portable, "fused": fused,
             "greedy_match": result.greedy_match, "greedy_tokens": result.greedy_tokens,
             "validation": report.to_dict()}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
@@ -185,6 +198,44 @@ def _lm_atol(step: Callable[..., dict[str, mx.array]], example: tuple[mx.array, 
     mx.eval(outs)
     top = max(float(mx.abs(v.astype(mx.float32)).max()) for v in outs.values())
     return max(_LM_ATOL[dtype] * top, 1e-5)
+
+
+def _fuse(path: Path, step: Callable[..., dict[str, mx.array]], spec: LMSpec, report: Any, *, required: bool,
+          validate: bool, rtol: float | None, atol: float | None, say: Callable[[str], None]) -> bool:
+    """Rewrite model.onnx for ONNX Runtime's fused kernels and check it against MLX again; True if it was replaced.
+
+    The rewrite goes to a hidden folder first: unless ``required``, a graph the rewrite does not recognise (or
+    a fused graph that fails the check) leaves the standard graph in place, with the reason in the report.
+    """
+    from ..runners import SIDE_SUFFIX, file_sha256
+    from .ort_fused import check_fused, fuse_for_ort
+
+    say("rewriting for ONNX Runtime's fused kernels (GroupQueryAttention, SkipSimplifiedLayerNormalization)")
+    staging = path.parent / ".mlxport-fused"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        stats = fuse_for_ort(path, spec, out=staging / path.name)
+        runs = check_fused(staging / path.name, step, spec, rtol=rtol, atol=atol) if validate else []
+    except (CaptureError, ValidationError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if required:
+            raise
+        report.info["ort fused"] = f"not used (standard graph kept): {exc}"
+        return False
+    for f in staging.iterdir():
+        os.replace(f, path.parent / f.name)
+    staging.rmdir()
+    report.info["ort fused"] = ", ".join(f"{k} {v}" for k, v in stats.to_dict().items())
+    report.runs.extend(runs)
+    side = Path(str(path) + SIDE_SUFFIX)
+    if side.exists():
+        meta = json.loads(side.read_text())
+        files = {name: file_sha256(path.parent / name) for name in meta.get("files") or {}
+                 if (path.parent / name).is_file()}
+        meta.update(files=files, sha256=files.get(path.name), validation=report.to_dict())
+        side.write_text(json.dumps(meta, indent=2, default=str))
+    return True
 
 
 def _apply_precision(model: nn.Module, precision: str, group_size: int) -> nn.Module:
@@ -263,8 +314,12 @@ def greedy_onnx(runner: Any, spec: LMSpec, prompt: list[int], count: int) -> lis
 
 
 def write_genai_config(out: Path, spec: LMSpec, config: dict[str, Any], tokenizer: Any,
-                       *, threads: int | None = None) -> Path:
-    """genai_config.json for the generic "decoder" model type, matching the graph's names and cache layout."""
+                       *, threads: int | None = None, share_buffer: bool = False) -> Path:
+    """genai_config.json for the generic "decoder" model type, matching the graph's names and cache layout.
+
+    ``share_buffer``: the graph writes the cache in place (GroupQueryAttention), so GenAI may bind past and
+    present to one max-length buffer.
+    """
     eos = config.get("eos_token_id")
     if eos is None and tokenizer is not None:
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -301,8 +356,9 @@ def write_genai_config(out: Path, spec: LMSpec, config: dict[str, Any], tokenize
             "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
             "max_length": spec.context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
             "num_return_sequences": 1, "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0,
-            # The graph's present is Concat(past, new): a fresh buffer every step, not one shared in place.
-            "past_present_share_buffer": False,
+            # The standard graph's present is Concat(past, new): a fresh buffer every step. The fused graph's
+            # GroupQueryAttention writes into the past buffer, which GenAI then binds as the present too.
+            "past_present_share_buffer": share_buffer,
         },
     }
     path = out / "genai_config.json"
