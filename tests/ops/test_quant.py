@@ -256,16 +256,29 @@ def test_nbits_lowering_is_lean() -> None:
     assert ops in ({"MatMulNBits": 1, "Reshape": 1, "ReduceSum": 1, "MatMul": 1, "Add": 1}, {"MatMulNBits": 1}), ops
 
 
-def test_quantized_embedding_table_stays_packed() -> None:
+@pytest.mark.parametrize("contrib", [True, False])
+def test_quantized_embedding_table_stays_packed(contrib: bool, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     if needs("Gather", "BitwiseBinary"):
         pytest.xfail("Gather/BitwiseBinary have no translation yet (other families)")
+    monkeypatch.setattr(quant, "CONTRIB_OPS", contrib)
     module = _module(_QEmbed(tied=True, vocab=1024))
-    model = _lowered(module, mx.array([[1, 2, 3]], dtype=mx.int32))
+    tokens = mx.array([[1, 2, 3], [1023, 0, 7]], dtype=mx.int32)
+    model = _lowered(module, tokens)
     inits = {k: (v.shape, v.dtype.name) for k, v in model.initializers.items()}
     assert model.weight_bytes < 0.35 * 1024 * 64 * 4, inits
-    # The embedding Gather and the tied QuantizedMatmul read one copy of the packed words.
-    assert [v for v in inits.values() if v[1] == "uint32" and np.prod(v[0]) > 64] == [((1024, 8), "uint32")], inits
-    assert "MatMulNBits" not in model.op_counts()
+    packed = [v for v in inits.values() if v[1] in ("uint32", "uint8") and np.prod(v[0]) > 64]
+    if contrib:
+        # The tied output projection runs in MatMulNBits; the lookup gathers rows of the same bytes.
+        assert packed == [((1024, 2, 16), "uint8")], inits
+        assert model.op_counts().get("MatMulNBits") == 1
+    else:
+        # Standard ops: the Gather and the unpacking matmul read one copy of the packed words.
+        assert packed == [((1024, 8), "uint32")], inits
+        assert "MatMulNBits" not in model.op_counts()
+    from mlxport import export
+
+    report = export(module, (tokens,), tmp_path / "tied.onnx", contrib_ops=contrib)  # validated against MLX
+    assert report.validated and all(o.mismatched == 0 for run in report.runs for o in run.outputs)
 
 
 # ----------------------------------------------------------------------------

@@ -122,7 +122,12 @@ def convert_gather(ctx: ConvertContext, node: Node) -> list[str]:
         idx = _index(ctx, node, 1)
         if tuple(ctx.in_info(node, 1).shape) != tuple(batch):
             idx = ctx.make("Expand", [idx, ctx.shape_tensor(batch)])
-        g = ctx.make("Gather", [x, idx], axis=a)
+        from .quant import gather_tied_rows, shares_nbits_blob
+
+        if not trim and a == 0 and shares_nbits_blob(ctx, node.inputs[0]):
+            g = gather_tied_rows(ctx, node.inputs[0], idx)  # a tied 4-bit embedding stored once, as MatMulNBits' bytes
+        else:
+            g = ctx.make("Gather", [x, idx], axis=a)
         # ONNX puts the index dims at the axis; MLX puts them first.
         g = _transpose(ctx, g, list(range(a, a + nb)) + list(range(a)) + list(range(a + nb, rank - 1 + nb)))
     else:

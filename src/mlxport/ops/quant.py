@@ -161,6 +161,71 @@ def _users(ctx: ConvertContext, name: str) -> int:
     return sum(n.inputs.count(name) for n in ctx.graph.nodes)
 
 
+def nbits_blob(ctx: ConvertContext, ir_name: str, onnx_name: str, shape: tuple[int, int, int]) -> str:
+    """The packed weight as MatMulNBits' bytes [N, K/group, group*bits/8], one initializer per weight."""
+    blobs = ctx.shared.setdefault("nbits_blobs", {})
+    if ir_name not in blobs:
+        words = ctx.initializers[onnx_name]
+        blobs[ir_name] = ctx.lazy_const(shape, np.dtype(np.uint8), hint="B",
+                                        make=lambda: np.ascontiguousarray(words.value()).view(np.uint8).reshape(shape))
+    return blobs[ir_name]
+
+
+def shares_nbits_blob(ctx: ConvertContext, ir_name: str) -> bool:
+    """True for a tied quantized embedding: a packed uint32 weight read only by row lookups (Gather on
+    axis 0) and by transposed affine QuantizedMatmuls that MatMulNBits can run."""
+    plans = ctx.shared.setdefault("nbits_tied", {})
+    if ir_name not in plans:
+        plans[ir_name] = _tied(ctx, ir_name)
+    return plans[ir_name]
+
+
+def _tied(ctx: ConvertContext, ir_name: str) -> bool:
+    if not contrib_ops_enabled(ctx) or ir_name not in ctx.graph.constants:
+        return False
+    users = [n for n in ctx.graph.nodes if ir_name in n.inputs]
+    gathers = matmuls = 0
+    for n in users:
+        if n.primitive == "Gather" and n.inputs[0] == ir_name and n.inputs.count(ir_name) == 1 and len(n.inputs) == 2 \
+                and list(n.arguments[0]) == [0]:
+            gathers += 1
+        elif n.primitive == "QuantizedMatmul" and n.inputs[1] == ir_name and n.inputs.count(ir_name) == 1:
+            group, bits, mode = _quant_args(n)
+            if (mode != "affine" or not n.arguments[3] or bits not in _NBITS.get(_accuracy_level(ctx), _NBITS[0])
+                    or group < 16 or group & (group - 1) or ctx.graph.tensors[ir_name].rank != 2
+                    or isinstance(ctx.graph.tensors[n.inputs[0]].shape[-1], SymExpr)
+                    or ctx.graph.tensors[n.outputs[0]].dtype not in ("float32", "float16")):
+                return False
+            matmuls += 1
+        else:
+            return False
+    return gathers > 0 and matmuls > 0
+
+
+def gather_tied_rows(ctx: ConvertContext, ir_name: str, idx: str) -> str:
+    """Rows of a tied packed weight looked up from MatMulNBits' bytes and rebuilt as uint32 words."""
+    info = ctx.graph.tensors[ir_name]
+    n, words = int(info.shape[0]), int(info.shape[1])
+    blob = nbits_blob(ctx, ir_name, ctx.values[ir_name], _blob_shape(ctx, ir_name, n, words))
+    rows = ctx.make("Gather", [ctx.make("Reshape", [blob, ctx.const(np.array([n, words * 4], np.int64))]), idx],
+                    axis=0)
+    split = ctx.make("Concat", [ctx.make("Shape", [idx]), ctx.const(np.array([words, 4], np.int64))], axis=0)
+    as_int = ctx.cast(ctx.make("Reshape", [rows, split]), "int64")
+    # Little-endian: byte j of a word weighs 256**j (ONNX has no bitcast from bytes to words).
+    weights = ctx.const(np.array([1, 1 << 8, 1 << 16, 1 << 24], np.int64))
+    summed = ctx.make("ReduceSum", [ctx.make("Mul", [as_int, weights]), ctx.const(np.array([-1], np.int64))],
+                      keepdims=0)
+    return ctx.cast(summed, "uint32")
+
+
+def _blob_shape(ctx: ConvertContext, ir_name: str, n: int, words: int) -> tuple[int, int, int]:
+    """MatMulNBits' byte layout for the weight, from the QuantizedMatmul that reads it."""
+    node = next(m for m in ctx.graph.nodes if m.primitive == "QuantizedMatmul" and m.inputs[1] == ir_name)
+    group, bits, _ = _quant_args(node)
+    k = words * 32 // bits
+    return n, k // group, group * bits // 8
+
+
 def _constant(ctx: ConvertContext, name: str) -> Initializer | None:
     """The initializer behind ``name``, looking through a Cast (bfloat16 scales computed in float32)."""
     if name in ctx.initializers:
@@ -182,14 +247,13 @@ def _matmul_nbits(ctx: ConvertContext, node: Node, group: int, bits: int) -> str
             or not ctx.is_const(names[1]) or s_init is None or b_init is None
             or isinstance(x_info.shape[-1], SymExpr) or group < 16 or group & (group - 1)):
         return None
-    # MatMulNBits wants bytes: a second copy of words that another node reads as uint32 would
-    # store the weight twice (a tied quantized embedding); the standard lowering shares them.
-    if _users(ctx, node.inputs[1]) > 1:
+    # MatMulNBits wants bytes: a second copy of words that another node reads as uint32 would store
+    # the weight twice. A tied quantized embedding shares the bytes instead: its lookup gathers rows of
+    # them and rebuilds the words (tied_blob); anything else keeps the standard lowering.
+    if _users(ctx, node.inputs[1]) > 1 and not shares_nbits_blob(ctx, node.inputs[1]):
         return None
     n, k = int(w_info.shape[0]), int(x_info.shape[-1])
-    words = ctx.initializers[names[1]]
-    blob = ctx.lazy_const((n, k // group, group * bits // 8), np.dtype(np.uint8), hint="B",
-                          make=lambda: np.ascontiguousarray(words.value()).view(np.uint8).reshape(n, k // group, -1))
+    blob = nbits_blob(ctx, node.inputs[1], names[1], (n, k // group, group * bits // 8))
     scales = _as_dtype(ctx, names[2], ctx.in_info(node, 2).dtype, dtype)
     out = ctx.make("MatMulNBits", [names[0], blob, scales], domain="com.microsoft", K=k, N=n, bits=bits,
                    block_size=group, accuracy_level=level or None)

@@ -159,6 +159,8 @@ class ConvertContext:
     # Lowering options (contrib_ops, nbits_accuracy_level...) chosen by the caller of lower().
     options: dict[str, Any] = field(default_factory=dict)
     _producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    # State translations share across nodes (e.g. one MatMulNBits blob per packed weight).
+    shared: dict[str, Any] = field(default_factory=dict)
 
     # -- names ---------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
