@@ -9,6 +9,7 @@ import torch
 from ..graph import Node
 from ..primargs import FLOAT_DTYPES, axis_arg, scan_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
+from .windows import pooled_reduce
 
 # mlx::core::Reduce::ReduceType order: And, Or, Sum, Prod, Min, Max
 _REDUCERS = {0: torch.all, 1: torch.any, 2: torch.sum, 3: torch.prod, 4: torch.amin, 5: torch.amax}
@@ -16,13 +17,16 @@ _REDUCERS = {0: torch.all, 1: torch.any, 2: torch.sum, 3: torch.prod, 4: torch.a
 
 @torch_op("Reduce")
 def convert_reduce(ctx: TorchContext, node: Node) -> list:
-    """Reduce(x) [type, axes] -> torch.all/any/sum/prod/amin/amax with keepdim (dtype as MLX's output)."""
+    """Reduce(x) [type, axes] -> torch.all/any/sum/prod/amin/amax with keepdim, or max/avg pooling of a window view."""
     kind, axes = int(node.arguments[0]), [int(a) for a in node.arguments[1]]
     if kind not in _REDUCERS:
         raise args_error(node, f"reduce type must be 0..5 (And, Or, Sum, Prod, Min, Max); got {kind}")
     x = ctx.input(node, 0)
     if not axes:
         return [x]
+    pooled = pooled_reduce(ctx, node)
+    if pooled is not None:
+        return [pooled]
     out_dtype = ctx.out_info(node).dtype
     if ctx.in_info(node, 0).dtype in ("uint16", "uint32", "uint64") or out_dtype in ("uint16", "uint32", "uint64"):
         # torch's CPU reductions do not take the wide unsigned types: reduce in int64, then cast.

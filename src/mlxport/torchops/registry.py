@@ -102,6 +102,7 @@ class TorchContext:
     values: dict[str, Any] = field(default_factory=dict)  # IR tensor name -> fx node or Python value
     _dims: dict[Any, Any] = field(default_factory=dict)
     _buffers: int = 0
+    _producers: dict[str, Node] | None = None
     current: Node | None = None
 
     # -- values ----------------------------------------------------------------
@@ -113,6 +114,12 @@ class TorchContext:
 
     def out_info(self, node: Node, i: int = 0) -> TensorInfo:
         return self.graph.tensors[node.outputs[i]]
+
+    def producer(self, name: str) -> Node | None:
+        """The IR node whose output ``name`` is (None for inputs and constants)."""
+        if self._producers is None:
+            self._producers = {out: n for n in self.graph.nodes for out in n.outputs}
+        return self._producers.get(name)
 
     def const_value(self, node: Node, i: int) -> np.ndarray | None:
         """The value of a constant input (an IR constant), else None."""

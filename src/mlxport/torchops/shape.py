@@ -13,6 +13,7 @@ from ..ops.registry import numpy_dtype
 from ..ops.shape import _arange_static
 from ..primargs import arange_args
 from .registry import TorchContext, args_error, torch_dtype, torch_op
+from .windows import element_count, strided_windows, window_plan
 
 
 @torch_op("Reshape", "Flatten", "Unflatten")
@@ -25,7 +26,21 @@ def convert_reshape(ctx: TorchContext, node: Node) -> list:
     dynamic = [i for i, d in enumerate(dims) if isinstance(d, SymExpr)]
     # One dynamic dim is inferred (-1); the rest are computed from the input sizes.
     target = [-1 if len(dynamic) == 1 and i == dynamic[0] else ctx.dim(d) for i, d in enumerate(dims)]
-    return [ctx.call(torch.reshape, ctx.input(node, 0), target)]
+    return [ctx.call(torch.reshape, _reshape_source(ctx.input(node, 0)), target)]
+
+
+# Calls that only regroup a tensor's dims in row-major order: a reshape after them can read their input.
+_REGROUPS = {torch.reshape, torch.unsqueeze, torch.squeeze, torch.flatten, torch.unflatten}
+
+
+def _reshape_source(x: object) -> object:
+    """``x``, or the tensor a chain of reshape-like calls made it from (Squeeze after pooling: no rank-6 step)."""
+    import torch.fx as fx
+
+    while isinstance(x, fx.Node) and ((x.op == "call_function" and x.target in _REGROUPS)
+                                      or (x.op == "call_method" and x.target == "reshape")):
+        x = x.args[0]
+    return x
 
 
 @torch_op("Broadcast", "BroadcastAxes")
@@ -201,11 +216,17 @@ def convert_number_of_elements(ctx: TorchContext, node: Node) -> list:
 
 @torch_op("AsStrided")
 def convert_as_strided(ctx: TorchContext, node: Node) -> list:
-    """AsStrided(x) [shape, strides, offset] -> torch.as_strided of the flat input, or torch.take (negative strides)."""
+    """AsStrided(x) [shape, strides, offset] -> strided slices + stack (windows), torch.as_strided, or torch.take."""
     shape, strides, offset = (list(node.arguments[0]), list(node.arguments[1]), node.arguments[2])
     flat = ctx.method("reshape", ctx.input(node, 0), [-1])
     static = not any(isinstance(v, SymExpr) for v in strides + [offset])
     if static and all(int(s) >= 0 for s in strides):
+        # Windows (pooling) as slices of the input: the same values as the view, and ops that every
+        # consumer of the lowering converts (coremltools has no as_strided).
+        length = element_count(ctx.in_info(node, 0).shape)
+        plan = None if length is None else window_plan(length, shape, [int(s) for s in strides], int(offset))
+        if plan is not None:
+            return [strided_windows(ctx, flat, length, plan, shape, [int(s) for s in strides])]
         if int(offset):
             # Slicing moves the storage offset; as_strided then counts from the view's own start.
             flat = ctx.call(operator.getitem, flat, slice(int(offset), None))
