@@ -19,8 +19,23 @@ from mlxport.runners import file_sha256, load
 
 from .helpers import onnx_reference
 
-# Site-packages without processing their .pth files: numpy and the runtimes import, the editable mlxport does not.
-ISOLATED = ("import sys, runpy; sys.path[0:0] = {paths!r}; {body}")
+# A Python without mlxport: site-packages without their .pth files (no editable install), and a finder that
+# refuses mlxport itself (CI installs it into site-packages) the way a machine without it would.
+ISOLATED = """import sys, runpy
+sys.path[0:0] = {paths!r}
+
+
+class _NoMlxport:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "mlxport" or name.startswith("mlxport."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoMlxport)
+{body}
+"""
 RUN = "sys.argv = ['run.py', *sys.argv[1:]]; runpy.run_path('run.py', run_name='__main__')"
 
 
