@@ -486,3 +486,30 @@ def test_a_broken_lm_folder_keeps_ping_503(lm_folder: Path, tmp_path: Path) -> N
         assert r.headers["retry-after"]
     finally:
         pool.close()
+
+
+def test_a_repository_serves_its_language_models_under_v1(lm_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import mlx.core as mx
+
+    import mlxport
+
+    repo = tmp_path / "repo"
+    shutil.copytree(lm_folder, repo / "chat" / "1")
+    (repo / "double" / "1").mkdir(parents=True)
+    mlxport.export(lambda x: x * 2, (mx.zeros((1, 4)),), repo / "double" / "1" / "model.onnx",
+                   dynamic_axes={"x": {0: "batch"}})
+    pool = ServerPool(tmp_path / "logs")
+    try:
+        server = pool.start([str(repo), "--poll-interval", "0", "--lm-backend", "onnxruntime"])
+        assert server.get("/ping").status_code == 200
+        r = server.post("/v2/models/double/infer", json={"inputs": [
+            {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [2, 4, 6, 8]
+        done = server.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 3,
+                                                     "temperature": 0})
+        assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] >= 1
+        assert server.get("/v2/models/chat").status_code == 404  # an LM: served under /v1
+    finally:
+        pool.close()

@@ -166,12 +166,16 @@ class Repository:
         self._background: set[asyncio.Task] = set()
 
     # ---- discovery ----
-    def add_source(self, source: Path) -> list[str]:
-        """Register the models a path holds (not loaded yet); returns their names."""
+    def add_source(self, source: Path, *, skip: Callable[[Path], bool] | None = None) -> list[str]:
+        """Register the models a path holds (not loaded yet); returns their names.
+
+        ``skip`` leaves out model folders another service takes (a repository's language models).
+        """
         source = Path(source)
         if not source.exists():
             raise ModelLoadError(f"no such model path: {source}")
         found: list[ModelEntry] = []
+        skipped = 0
         if source.is_file() or source.suffix == ".mlpackage":
             found.append(ModelEntry(_safe_name(source.stem), None, artifact=source))
         elif _artifacts_in(source):
@@ -182,8 +186,13 @@ class Repository:
             found.append(ModelEntry(_safe_name(source.name), source))
         else:
             for sub in sorted(p for p in source.iterdir() if p.is_dir() and NAME_RE.match(p.name)):
+                if skip is not None and skip(sub):
+                    skipped += 1
+                    continue
                 if any(p.is_dir() and VERSION_RE.match(p.name) for p in sub.iterdir()):
                     found.append(ModelEntry(sub.name, sub))
+        if not found and skipped:
+            return []
         if not found:
             raise ModelLoadError(
                 f"{source} holds no model: expected an artifact ({', '.join(RUNNERS)}), a folder with one, a "

@@ -146,7 +146,7 @@ def build_app(
                 if is_lm_folder(source):
                     lm.add(Path(source))
                 else:
-                    repo.add_source(Path(source))
+                    repo.add_source(Path(source), skip=lambda model_dir: _add_lm_versions(lm, model_dir))
             except ServeError as exc:
                 raise ArtifactError(str(exc), hint="Give an artifact, a folder holding one, a repository "
                                                    "<repo>/<model>/<N>/<artifact>, or an exported LM folder.") from None
@@ -183,6 +183,19 @@ def _server_class(uvicorn: Any) -> type:
                 captured.clear()
 
     return _Server
+
+
+def _add_lm_versions(lm: Any, model_dir: Path) -> bool:
+    """A repository's <model>/<N>/ that holds export-lm folders: its newest version goes to /v1 (True)."""
+    from .openai import is_lm_folder
+    from .repository import VERSION_RE
+
+    versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)),
+                      key=lambda p: int(p.name))
+    if not versions or not is_lm_folder(versions[-1]):
+        return False
+    lm.add(versions[-1], name=model_dir.name)
+    return True
 
 
 def _check_port_free(host: str, port: int) -> None:
