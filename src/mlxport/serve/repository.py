@@ -15,6 +15,7 @@ stays on a history stack for ``rollback``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import time
@@ -352,7 +353,7 @@ class Repository:
         runner = load(artifact, **options)
         _warm_up(runner)
         _check_memory(self.options.memory_limit, 0, f"{name} version {version}", loaded=True)
-        batch = BatchConfig(**{**vars(self.options.batch)})
+        batch = dataclasses.replace(self.options.batch)  # per-model copy: config.pbtxt may override it
         if config.get("max_batch_size"):
             batch.max_batch_size = config["max_batch_size"]
         # Triton's max_batch_size 0: the model has no batch dimension, so requests are never merged.
