@@ -338,14 +338,11 @@ def test_sdpa(dtype: str, opset: int, spec: tuple) -> None:
         assert not {"Where", "Range"} & set(ops), ops
 
 
-@pytest.mark.parametrize("opset", OPSETS)
-@pytest.mark.parametrize("spec", [SDPA[1], SDPA[4], SDPA[6], SDPA[7]], ids=lambda s: s[0])
-def test_sdpa_dynamic(opset: int, spec: tuple) -> None:
+def sdpa_dynamic_case(spec: tuple) -> tuple[list[dict[str, np.ndarray]], bool, dict, dict]:
+    """Feeds at two (batch, seq) sizes, causality, and the dynamic dims/broadcasts of an SDPA node."""
     rng = np.random.default_rng(7)
     self_attn = spec[3] == spec[4]
-    sizes = ((2, 4), (3, 6))
-    feeds = [_sdpa_case(rng, "float32", spec, b, s, s if self_attn else s + 2) for b, s in sizes]
-    causal = spec[5] == "causal"
+    feeds = [_sdpa_case(rng, "float32", spec, b, s, s if self_attn else s + 2) for b, s in ((2, 4), (3, 6))]
     kv_len = SEQ if self_attn else SymExpr.make({("seq",): 1, (): 2})
     dims = {"q": {0: BATCH, 2: SEQ}, "k": {0: BATCH, 2: kv_len}, "v": {0: BATCH, 2: kv_len}, "out": {0: BATCH, 2: SEQ}}
     broadcast = {}
@@ -355,6 +352,13 @@ def test_sdpa_dynamic(opset: int, spec: tuple) -> None:
         if rank == 4 and feeds[0]["mask"].shape[0] != 1:
             dims["mask"][0] = BATCH
         broadcast["mask"] = (BATCH, spec[1], SEQ, kv_len)
+    return feeds, spec[5] == "causal", dims, broadcast
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("spec", [SDPA[1], SDPA[4], SDPA[6], SDPA[7]], ids=lambda s: s[0])
+def test_sdpa_dynamic(opset: int, spec: tuple) -> None:
+    feeds, causal, dims, broadcast = sdpa_dynamic_case(spec)
     ops = _ir_run("ScaledDotProductAttention", [0.3, causal, "sinks" in feeds[0], False, False], feeds,
                   [_sdpa_ref(f, 0.3, causal) for f in feeds], {}, list(feeds[0]), opset, dims=dims, broadcast=broadcast)
     if causal and opset < 23:

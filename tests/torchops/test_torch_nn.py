@@ -21,7 +21,7 @@ from mlxport.torchops.registry import to_tensor  # noqa: E402
 from mlxport.validate import compare  # noqa: E402
 from tests.ops.cases import BASE_TOL, single_node_graph  # noqa: E402
 from tests.ops.test_nn import (  # noqa: E402
-    BATCH, FLOATS, ROPE, SDPA, SEQ, _mask_target, _np, _rand, _rope_ref, _sdpa_case, _sdpa_ref,
+    BATCH, FLOATS, ROPE, SDPA, SEQ, _mask_target, _np, _rand, _rope_ref, _sdpa_case, _sdpa_ref, sdpa_dynamic_case,
 )
 
 Feed = dict[str, np.ndarray]
@@ -139,19 +139,7 @@ def test_sdpa(dtype: str, spec: tuple) -> None:
 
 @pytest.mark.parametrize("spec", [SDPA[1], SDPA[4], SDPA[6], SDPA[7]], ids=lambda s: s[0])
 def test_sdpa_dynamic(spec: tuple) -> None:
-    rng = np.random.default_rng(7)
-    self_attn = spec[3] == spec[4]
-    feeds = [_sdpa_case(rng, "float32", spec, b, s, s if self_attn else s + 2) for b, s in ((2, 4), (3, 6))]
-    causal = spec[5] == "causal"
-    kv_len = SEQ if self_attn else SymExpr.make({("seq",): 1, (): 2})
-    dims = {"q": {0: BATCH, 2: SEQ}, "k": {0: BATCH, 2: kv_len}, "v": {0: BATCH, 2: kv_len}, "out": {0: BATCH, 2: SEQ}}
-    broadcast = {}
-    if "mask" in feeds[0]:
-        rank = feeds[0]["mask"].ndim
-        dims["mask"] = {rank - 2: SEQ, rank - 1: kv_len}
-        if rank == 4 and feeds[0]["mask"].shape[0] != 1:
-            dims["mask"][0] = BATCH
-        broadcast["mask"] = (BATCH, spec[1], SEQ, kv_len)
+    feeds, causal, dims, broadcast = sdpa_dynamic_case(spec)
     module = _torch_run("ScaledDotProductAttention", [0.3, causal, "sinks" in feeds[0], False, False], feeds,
                         [_sdpa_ref(f, 0.3, causal) for f in feeds], {}, list(feeds[0]), dims=dims, broadcast=broadcast)
     if causal:
