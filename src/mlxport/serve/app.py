@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -422,8 +423,6 @@ def _write_access(request: Request, response: Response, labels: dict[str, str], 
 
 
 def _stderr_write(line: str) -> None:
-    import sys
-
     try:
         sys.stderr.write(line)
     except (OSError, ValueError):  # a closed or broken stderr must not fail the request
