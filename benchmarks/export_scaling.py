@@ -60,7 +60,7 @@ class StageProbe:
 
     The wrappers replace module attributes of this process only (no file of
     mlxport is changed): api.capture, exporters.onnx.lower/optimize/save,
-    onnx.checker.check_model and api.write_sidecar (which hashes the file), in
+    onnx.checker.check_model and api.write_meta (the metadata file), in
     the order api.export calls them.
     """
 
@@ -162,7 +162,7 @@ def worker(name: str, workdir: Path, opset: int | None, validate_too: bool = Tru
     probe.wrap(onnx_export, "optimize", "optimize (in lower)")
     probe.wrap(onnx_export, "save", "save")
     probe.wrap(onnx_export, "check", "onnx.checker")
-    probe.wrap(mlxport.api, "write_sidecar", "sidecar")
+    probe.wrap(mlxport.api, "write_meta", "sidecar")
     path = workdir / f"{name}.onnx"
     profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()

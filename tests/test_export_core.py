@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import mlx.core as mx
@@ -11,6 +13,7 @@ import onnx
 import pytest
 
 import mlxport
+from mlxport.formats import suffix_list
 from mlxport.exporters.onnx import DEFAULT_OPSET, MIN_OPSET
 from mlxport.errors import ArtifactError, UnsupportedArgumentError, UnsupportedPrimitiveError
 
@@ -94,7 +97,7 @@ def test_unsupported_primitive_lists_every_missing_one(tmp_path: Path) -> None:
 
 
 def test_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="use one of the suffixes .onnx, .mlxfn, .pt, .pt2"):
+    with pytest.raises(ArtifactError, match=re.escape(f"unknown suffix '.bin'; supported: {suffix_list()}")):
         mlxport.export(_mlp(), (mx.zeros((2, 16)),), tmp_path / "model.bin")
 
 

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
 
-from .capture import Signature, capture, to_mx, to_numpy
+from .artifact import ArtifactMeta, IOSpec, artifact_bytes, read_meta, write_meta
+from .capture import Signature, capture, to_mx, to_numpy, traceable
 from .errors import ArtifactError, CaptureError, DynamicShapeError, ValidationError
+from .formats import Format, OPTION_FORMATS, require_format
 from .graph import Graph, SymExpr
-from .runners import SIDE_SUFFIX, IOSpec, file_sha256, load, read_sidecar
+from .runners import load
 from .validate import Report, raise_if_failed
 from .validate import validate as validate_runs
-
-FORMATS = {".onnx": "ONNX", ".mlxfn": "MLX", ".pt": "TorchScript", ".pt2": "torch.export",
-           ".tflite": "TFLite", ".mlpackage": "Core ML"}
+from .writers import SaveOptions
 
 
 def _resolve_source(fn_or_module: Any) -> Callable:
@@ -33,8 +31,8 @@ def _resolve_source(fn_or_module: Any) -> Callable:
         if not path.exists():
             raise ArtifactError(f"no such file: {path}")
         imported = mx.import_function(str(path))
-        meta = read_sidecar(path)
-        names = [i["name"] for i in meta.get("inputs", [])]
+        meta = read_meta(path)
+        names = [i.name for i in meta.inputs]
 
         def from_mlxfn(*args: mx.array) -> Any:
             try:
@@ -62,40 +60,23 @@ def _resolve_source(fn_or_module: Any) -> Callable:
         from_mlxfn.__qualname__ = path.name
         from_mlxfn.__mlxport_warm_up__ = warm_up  # type: ignore[attr-defined]
         from_mlxfn.__mlxport_input_names__ = names  # type: ignore[attr-defined]
-        from_mlxfn.__mlxport_output_names__ = [o["name"] for o in meta.get("outputs", [])]  # type: ignore[attr-defined]
+        from_mlxfn.__mlxport_output_names__ = [o.name for o in meta.outputs]  # type: ignore[attr-defined]
         return from_mlxfn
     return fn_or_module
 
 
-def _io_specs(graph: Graph) -> tuple[list[IOSpec], list[IOSpec]]:
+def graph_meta(graph: Graph, fmt: Format, report: Report | None = None, digests: dict[str, str] | None = None,
+               extra: dict[str, Any] | None = None, path: Path | None = None) -> ArtifactMeta:
+    """The metadata of an artifact written from ``graph``: signature, dynamic axes, source, checksums, report."""
     def spec(t: Any) -> IOSpec:
         return IOSpec(t.name, [str(d) if isinstance(d, SymExpr) else int(d) for d in t.shape], t.dtype)
 
-    return [spec(i) for i in graph.inputs], [spec(o) for o in graph.outputs]
-
-
-def write_sidecar(path: Path, graph: Graph, report: Report, digests: dict[str, str],
-                  extra: dict[str, Any] | None = None) -> Path:
-    """Metadata beside the artifact: signature, dynamic axes, source, checksums and the validation report.
-
-    ``extra`` adds format-specific keys (``tflite``: the flatbuffer's signature names).
-    """
-    inputs, outputs = _io_specs(graph)
-    meta = {
-        "format": report.format,
-        "source": graph.metadata.get("source"),
-        "mlx_version": graph.metadata.get("mlx_version"),
-        "inputs": [vars(i) for i in inputs],
-        "outputs": [vars(o) for o in outputs],
-        "dynamic_axes": [vars(a) for a in graph.dynamic_axes],
-        "sha256": digests.get(path.name),
-        "files": digests,
-        "validation": report.to_dict(),
-        **(extra or {}),
-    }
-    side = Path(str(path) + SIDE_SUFFIX)
-    side.write_text(json.dumps(meta, indent=2, default=str))
-    return side
+    digests = digests or {}
+    return ArtifactMeta(
+        format=fmt.name, source=graph.metadata.get("source"), mlx_version=graph.metadata.get("mlx_version"),
+        inputs=[spec(i) for i in graph.inputs], outputs=[spec(o) for o in graph.outputs],
+        dynamic_axes=[vars(a) for a in graph.dynamic_axes], sha256=digests.get(path.name) if path else None,
+        files=digests, validation=report.to_dict() if report is not None else None, extra=dict(extra or {}))
 
 
 def export(
@@ -152,7 +133,7 @@ def export(
         A Report: per output shape and max abs/rel error against MLX, graph statistics.
     """
     path = Path(path)
-    _format_of(path, dynamic=bool(dynamic_axes))
+    _format_of(path, dynamic=bool(dynamic_axes))  # before tracing: a wrong suffix costs nothing
     traced = trace(fn_or_module, example_args, dynamic_axes=dynamic_axes, input_names=input_names,
                    output_names=output_names, progress=progress)
     return traced.save(path, opset=opset, validate=validate, atol=atol, rtol=rtol, external_data=external_data,
@@ -160,16 +141,23 @@ def export(
                        precision=precision, quantize=quantize, calibration=calibration)
 
 
-def _format_of(path: Path, dynamic: bool) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ArtifactError(f"cannot tell the format of '{path.name}': use one of the suffixes {', '.join(FORMATS)}")
-    if fmt == "MLX" and dynamic:
+def _format_of(path: Path, dynamic: bool) -> Format:
+    fmt = require_format(path, "the file to write")
+    if dynamic and not fmt.dynamic_axes:
         raise CaptureError(
             "dynamic_axes cannot be exported to .mlxfn: that needs MLX's shapeless export, which gives wrong "
             "results and can corrupt memory at other sizes (mlx issues #2596, #2607). Export the .mlxfn with "
             "fixed shapes (no dynamic_axes), or export to .onnx, whose dynamic axes mlxport derives and validates")
     return fmt
+
+
+def _check_options(fmt: Format, options: SaveOptions) -> None:
+    """Refuse format options given for a format that does not take them (naming the formats that do)."""
+    for name in options.given():
+        if name not in fmt.options:
+            takers = " and ".join(f.suffix for f in OPTION_FORMATS.get(name, ()))
+            raise ArtifactError(f"the option {name} applies to {takers} files; this export writes {fmt.suffix} "
+                                f"({fmt.name})", hint=f"Drop {name}, or save to a {takers} path.")
 
 
 def trace(
@@ -195,7 +183,7 @@ def trace(
         A Traced: call it like the MLX function; ``save(path, ...)`` takes export's format options.
     """
     say = progress or (lambda _msg: None)
-    fn = _resolve_source(fn_or_module)
+    fn = traceable(_resolve_source(fn_or_module))
     if input_names is None and getattr(fn, "__mlxport_input_names__", None):
         input_names = fn.__mlxport_input_names__  # type: ignore[attr-defined]
     if output_names is None and getattr(fn, "__mlxport_output_names__", None):
@@ -241,14 +229,14 @@ class Traced:
         """
         say = progress or (lambda _msg: None)
         path = Path(path)
-        graph, fn, sig, arrays, examples = self.graph, self.fn, self.sig, self.arrays, self.examples
+        graph = self.graph
         fmt = _format_of(path, dynamic=bool(graph.dynamic_axes))
-        if fmt != "TFLite" and (quantize not in (None, "float32") or calibration is not None):
-            raise ArtifactError(f"quantize and calibration apply to .tflite files; {path.name} is {fmt}",
-                                hint="Drop quantize/calibration, or save to a .tflite path.")
-        extra: dict[str, Any] = {}
+        options = SaveOptions(opset=opset, external_data=external_data, optimize=optimize, contrib_ops=contrib_ops,
+                              checksum=checksum, precision=precision, quantize=quantize, calibration=calibration,
+                              rtol=rtol, atol=atol)
+        _check_options(fmt, options)
         start = time.perf_counter()
-        report = Report(str(path), fmt)
+        report = Report(str(path), fmt.name)
         report.info["primitives"] = len(graph.nodes)
         report.info["parameters"] = graph.num_parameters
         if graph.dynamic_axes:
@@ -259,51 +247,27 @@ class Traced:
             if not validate:
                 warnings.warn("the graph was traced at large sizes because the model branches on a size; only "
                               "validation shows it is right at small ones, and validate=False skips it", stacklevel=2)
-        if fmt == "ONNX":
-            from .exporters.onnx import check, export_onnx
-
-            say(f"lowering {len(graph.nodes)} primitives to ONNX")
-            model = export_onnx(graph, path, opset=opset, external_data=external_data, optimize_graph=optimize,
-                                contrib_ops=contrib_ops, checksum=checksum)
-            digests = model.stats["sha256"]
-            report.info["opset"] = model.opset
-            report.info["onnx nodes"] = len(model.proto.graph.node)
-            say("checking the graph with onnx.checker")
-            check(model)
-        elif fmt == "MLX":
-            _export_mlxfn(fn, sig, arrays, graph, path)
-            digests = {path.name: file_sha256(path)} if checksum else {}
-        elif fmt == "Core ML":
-            say(f"lowering {len(graph.nodes)} primitives to torch, then Core ML")
-            _export_coreml(graph, examples, path, precision)
-            report.info["precision"] = precision
-            digests = {path.name: _dir_sha256(path)} if checksum else {}
-        elif fmt == "TFLite":
-            rtol, atol, extra = _export_tflite(graph, examples, path, quantize, calibration, rtol, atol, say)
-            report.info["quantize"] = extra["tflite"]["quantize"]
-            digests = {path.name: file_sha256(path)} if checksum else {}
-        else:
-            say(f"lowering {len(graph.nodes)} primitives to torch")
-            _export_torch(graph, examples, path, fmt)
-            digests = {path.name: file_sha256(path)} if checksum else {}
-        report.info["size"] = _size(path)
+        written = fmt.load_writer()(self, path, options, say)
+        report.info.update(written.info)
+        size = artifact_bytes(path)
+        report.info["size"] = f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
         report.info["export seconds"] = round(self.capture_seconds + time.perf_counter() - start, 3)
-        if validate and fmt == "Core ML" and sys.platform != "darwin":
-            # coremltools predicts only on macOS: check the spec against the graph instead.
-            from .exporters.coreml import check_structure
-
-            say("checking the Core ML spec against the graph")
-            problems = check_structure(path, graph)
+        # The signature first: runners read it (names, a TFLite signature map) while validating.
+        write_meta(path, graph_meta(graph, fmt, None, written.digests, written.extra, path))
+        if validate and not fmt.runs_here():
+            say(f"checking the {fmt.name} file's structure against the graph")
+            signature = graph_meta(graph, fmt)
+            problems = fmt.check_structure(path, signature.inputs, signature.outputs)
             if problems:
                 raise ValidationError(f"{path.name} does not match the graph: " + "; ".join(problems), report)
-            report.info["validation"] = "structure only: numeric validation needs macOS"
+            report.info["validation"] = f"structure only: numeric validation needs {fmt.predicts_on_name}"
             validate = False
         if validate:
             say("validating against MLX")
-            report.runs = validate_runs(load(path), fn, sig, graph, examples, rtol=rtol, atol=atol,
-                                        raise_on_error=False, references=self._references)
+            report.runs = validate_runs(load(path), self.fn, self.sig, graph, self.examples, rtol=written.rtol,
+                                        atol=written.atol, raise_on_error=False, references=self._references)
             report.validated = True
-        write_sidecar(path, graph, report, digests, extra)
+        write_meta(path, graph_meta(graph, fmt, report, written.digests, written.extra, path))
         if validate:
             try:
                 raise_if_failed(report.runs, report)
@@ -319,92 +283,6 @@ class Traced:
                                 "dense and convolutional models, not attention or norms).")
                 raise
         return report
-
-
-def _size(path: Path) -> str:
-    total = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in _files(path))
-    data = Path(str(path) + ".data")
-    if data.exists():
-        total += data.stat().st_size
-    return f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.rglob("*") if f.is_file())
-
-
-def _dir_sha256(folder: Path) -> str:
-    """One sha256 over a directory (an .mlpackage): each file's relative path and digest, in sorted order."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for f in _files(folder):
-        digest.update(f"{f.relative_to(folder).as_posix()}\0{file_sha256(f)}\n".encode())
-    return digest.hexdigest()
-
-
-def _export_coreml(graph: Graph, examples: list[np.ndarray], path: Path, precision: str) -> None:
-    """A Core ML ML Program from the torch lowering, traced with the dynamic axes at their second size."""
-    from .exporters.coreml import save_mlpackage
-    from .exporters.torch import lower_torch
-    from .validate import validation_inputs
-
-    save_mlpackage(lower_torch(graph), graph, validation_inputs(graph, examples)[-1][1], path, precision=precision)
-    inputs_spec, outputs_spec = _io_specs(graph)
-    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
-                                                         "outputs": [vars(o) for o in outputs_spec]}))
-
-
-def _export_tflite(graph: Graph, examples: list[np.ndarray], path: Path, quantize: str | None, calibration: Any,
-                   rtol: float | None, atol: float | None,
-                   say: Callable[[str], None]) -> tuple[float | None, float | None, dict[str, Any]]:
-    """A LiteRT flatbuffer through onnx2tf; returns the tolerances to validate it with and the sidecar's extra."""
-    from .exporters.tflite import TOLERANCES, export_tflite
-
-    info = export_tflite(graph, examples, path, quantize=quantize, calibration=calibration, progress=say)
-    extra = {"tflite": {k: info[k] for k in ("quantize", "signature", "inputs", "outputs", "ops")}}
-    # The runner needs the signature mapping while validating, before the full metadata is written.
-    inputs_spec, outputs_spec = _io_specs(graph)
-    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
-                                                         "outputs": [vars(o) for o in outputs_spec], **extra}))
-    if rtol is None and atol is None and info["quantize"] in TOLERANCES:
-        rtol, atol = TOLERANCES[info["quantize"]]
-    return rtol, atol, extra
-
-
-def _export_torch(graph: Graph, examples: list[np.ndarray], path: Path, fmt: str) -> None:
-    """TorchScript or torch.export from the torch lowering of the graph."""
-    from .exporters.torch import lower_torch, save_exported, save_torchscript
-    from .torchops.registry import to_tensor
-    from .validate import validation_inputs
-
-    module = lower_torch(graph)
-    if fmt == "TorchScript":
-        save_torchscript(module, path)
-    else:
-        # torch.export specializes sizes of 1: trace the dynamic axes at their second size.
-        inputs = validation_inputs(graph, examples)[-1][1]
-        save_exported(module, graph, tuple(to_tensor(a) for a in inputs), path)
-    inputs_spec, outputs_spec = _io_specs(graph)
-    Path(str(path) + SIDE_SUFFIX).write_text(json.dumps({"inputs": [vars(i) for i in inputs_spec],
-                                                         "outputs": [vars(o) for o in outputs_spec]}))
-
-
-def _export_mlxfn(fn: Callable, sig: Signature, arrays: list[mx.array], graph: Graph, path: Path) -> None:
-    """MLX's own format, at the example's shapes."""
-    def flat(*xs: mx.array) -> tuple[mx.array, ...]:
-        return sig.call_flat(fn, xs)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    try:
-        mx.export_function(str(path), flat, *arrays)
-    except (RuntimeError, ValueError) as exc:
-        raise CaptureError(f"mx.export_function could not write {path}: {exc}") from exc
-    inputs, outputs = _io_specs(graph)
-    side = Path(str(path) + SIDE_SUFFIX)
-    side.write_text(json.dumps({"inputs": [vars(i) for i in inputs], "outputs": [vars(o) for o in outputs]}))
 
 
 def run_mlx(fn: Callable, *args: Any) -> list[np.ndarray]:

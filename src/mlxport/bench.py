@@ -11,8 +11,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .artifact import IOSpec, artifact_bytes
 from .errors import ArtifactError, MlxportError
-from .runners import RUNNERS, IOSpec, Runner, load
+from .formats import format_of, require_format, suffix_list
+from .runners import Runner, load
 
 # Sizes for dynamic axes other than the first: no example size is stored in the artifact.
 OTHER_DYNAMIC_SIZE = 16
@@ -27,17 +29,12 @@ class MissingDependencyError(MlxportError):
 def check_artifacts(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Fail before any timing starts when a path is missing or has a suffix no runner reads."""
     if not paths:
-        raise ArtifactError("no artifacts to benchmark",
-                            hint="Pass one or more .onnx, .mlxfn, .pt, .pt2 or .tflite files.")
+        raise ArtifactError("no artifacts to benchmark", hint=f"Pass one or more artifacts: {suffix_list()}.")
     checked = []
     for p in map(Path, paths):
         if not p.exists():
             raise ArtifactError(f"no such artifact: {p}", hint="Check the path; export one with `mlxport export`.")
-        if p.suffix.lower() not in RUNNERS:
-            raise ArtifactError(f"cannot benchmark '{p.name}': unknown suffix '{p.suffix}'; "
-                                f"supported: {', '.join(RUNNERS)}",
-                                hint="mlxport exports .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export) and "
-                                     ".tflite (LiteRT).")
+        require_format(p, "the artifact to benchmark")
         checked.append(p)
     return checked
 
@@ -128,12 +125,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _file_size(path: Path) -> int:
-    # ONNX external data lives beside the model; it is part of what ships.
-    data = Path(str(path) + ".data")
-    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-
-
 def bench_runner(runner: Runner, *, batch: int = 64, runs: int = 200, seconds: float = 3.0,
                  warmup: int = 3) -> dict[str, Any]:
     """Time one loaded runner: single-sample latency and, with a dynamic first axis, batch throughput."""
@@ -183,15 +174,15 @@ def bench(paths: Sequence[str | os.PathLike], *, batch: int = 64, runs: int = 20
                          f"seconds={seconds}")
     results = []
     for path in check_artifacts(paths):
-        suffix = path.suffix.lower()
-        with RSSSampler() as rss, _torch_threads(threads if suffix in (".pt", ".pt2") else None):
-            options = {"threads": threads} if threads and suffix in (".onnx", ".tflite") else {}
+        fmt = format_of(path)
+        with RSSSampler() as rss, _torch_threads(threads if fmt is not None and fmt.extra == "torch" else None):
+            options = {"threads": threads} if threads and fmt is not None and "threads" in fmt.runner_options else {}
             start = time.perf_counter()
             runner = load(path, **options)
             load_s = time.perf_counter() - start
             row = bench_runner(runner, batch=batch, runs=runs, seconds=seconds, warmup=warmup)
         results.append({"path": str(path), "name": path.name, "backend": runner.backend,
-                        "size_bytes": _file_size(path), "load_s": load_s, **row, "peak_rss_bytes": rss.peak})
+                        "size_bytes": artifact_bytes(path), "load_s": load_s, **row, "peak_rss_bytes": rss.peak})
     return results
 
 

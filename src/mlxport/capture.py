@@ -474,6 +474,41 @@ def _fit_scalar(name: str, values: list[mx.array], merger: "_Merger") -> tuple[A
 # ----------------------------------------------------------------------------
 
 
+def traceable(obj: Any) -> Callable:
+    """The function to trace for ``obj``: a function of mx.arrays, or an ``nn.Module``'s ``__call__``, or,
+    for a module written PyTorch-style (``forward`` and no ``__call__``), its bound ``forward``.
+
+    Raises:
+        CaptureError: ``obj`` is none of these; the message names what was given and what is accepted.
+    """
+    import mlx.nn as nn
+
+    accepted = ("an nn.Module (defining __call__ or forward), a function of mx.arrays, or a path to an .mlxfn "
+                "file")
+    if isinstance(obj, nn.Module):
+        if callable(obj):  # nn.Module itself defines no __call__
+            return obj
+        forward = getattr(obj, "forward", None)
+        if callable(forward):
+            return forward
+        raise CaptureError(f"{type(obj).__name__} is an nn.Module that defines neither __call__ nor forward; "
+                           f"expected {accepted}",
+                           hint=f"Define __call__(self, x) (MLX's convention) or forward(self, x) on "
+                                f"{type(obj).__name__}.")
+    if isinstance(obj, type):
+        raise CaptureError(f"got the class {obj.__name__}, not an instance; expected {accepted}",
+                           hint=f"Pass an instance: {obj.__name__}() (with its weights loaded).")
+    if not callable(obj):
+        raise CaptureError(f"got {type(obj).__name__} ({_short_repr(obj)}); expected {accepted}",
+                           hint="Pass the model instance (with its weights loaded) or the function itself.")
+    return obj
+
+
+def _short_repr(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def capture(
     fn: Callable,
     example_args: Sequence[Any],
@@ -494,13 +529,13 @@ def capture(
     Returns:
         The graph, the signature (how to call ``fn`` with flat arrays) and the example arrays.
     """
-    if not callable(fn):
-        raise CaptureError(f"expected an nn.Module or a function of mx.arrays; got {type(fn).__name__}")
+    fn = traceable(fn)
     sig, arrays = make_signature(fn, example_args, input_names)
     axes = parse_dynamic_axes(dynamic_axes, sig.input_names, arrays)
     mx.eval(arrays)
-    if hasattr(fn, "parameters"):
-        mx.eval(fn.parameters())
+    owner = getattr(fn, "__self__", fn)  # a module's bound forward reads the module's parameters
+    if hasattr(owner, "parameters"):
+        mx.eval(owner.parameters())
     symbols = list(dict.fromkeys(a.symbol for a in axes if not a.derived))
     examples = {a.symbol: a.example for a in axes}
     if not symbols:

@@ -6,7 +6,10 @@ from __future__ import annotations
 class MlxportError(Exception):
     """Base class: every error mlxport raises on purpose.
 
-    ``hint`` says what to do next: the class default, or one given for this error.
+    ``hint`` says what to do next: the class default, or one given for this error. It is part of the
+    exception's text (``str(exc)`` ends with ``hint: ...``), so a Python traceback shows it as the CLI
+    does; ``message`` is the text without it. Hints name the Python argument and the CLI flag both
+    (``atol=`` / ``--atol``) where they differ, since either kind of user may read them.
     """
 
     hint: str = ""
@@ -15,6 +18,13 @@ class MlxportError(Exception):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return f"{self.message}\nhint: {self.hint}" if self.hint else self.message
 
 
 class CaptureError(MlxportError):
@@ -38,13 +48,15 @@ class UnsupportedPrimitiveError(MlxportError):
 class UnsupportedArgumentError(MlxportError):
     """A translation does not support the arguments or opset a node needs."""
 
-    hint = "Try another opset (--opset) or see `mlxport ops` for what each primitive supports."
+    hint = ("Try another opset (opset=N; CLI: --opset N) or see `mlxport ops` (docs/ops.md) for what each "
+            "primitive supports.")
 
 
 class ValidationError(MlxportError):
     """The exported artifact does not reproduce MLX."""
 
-    hint = "Pass --atol/--rtol to accept a larger error, or --no-validate to skip (not recommended)."
+    hint = ("Pass atol/rtol (CLI: --atol/--rtol) to accept a larger error, or validate=False (CLI: --no-validate) "
+            "to skip the check (not recommended).")
 
     def __init__(self, message: str, report: object | None = None, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -62,4 +74,16 @@ class ToleranceError(ValidationError):
 class ArtifactError(MlxportError):
     """An artifact file cannot be read, or its format is unknown."""
 
-    hint = "Supported suffixes: .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export)."
+    @property  # type: ignore[override]
+    def hint(self) -> str:  # the class default, from the format table (every suffix mlxport writes and reads)
+        if self._hint is not None:
+            return self._hint
+        from .formats import suffix_list
+
+        return f"mlxport writes and reads {suffix_list()}; `mlxport inspect FILE` describes one."
+
+    @hint.setter
+    def hint(self, value: str) -> None:
+        self._hint = value
+
+    _hint: str | None = None

@@ -7,8 +7,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .artifact import ArtifactMeta, artifact_bytes, artifact_sha256, read_meta, sidecar_path
 from .errors import ArtifactError
-from .runners import SIDE_SUFFIX, file_sha256, read_sidecar
+from .formats import require_format
 
 
 def _file_size(path: Path) -> int:
@@ -62,7 +63,16 @@ def _count_nodes(graph: Any, counts: Counter) -> None:
                 _count_nodes(g, counts)
 
 
-def _inspect_onnx(path: Path) -> dict[str, Any]:
+def _sorted_counts(counts: Counter) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _signature(meta: ArtifactMeta) -> dict[str, Any]:
+    return {"inputs": [i.to_dict() for i in meta.inputs], "outputs": [o.to_dict() for o in meta.outputs]}
+
+
+def inspect_onnx(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """The ONNX graph: opsets, signature, node counts by op type, initializers, external data."""
     import onnx
 
     try:
@@ -81,7 +91,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         "inputs": _onnx_io(model.graph.input),
         "outputs": _onnx_io(model.graph.output),
         "nodes": sum(counts.values()),
-        "op_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "op_counts": _sorted_counts(counts),
         "initializers": len(model.graph.initializer),
         "initializer_bytes": sum(_initializer_bytes(t) for t in model.graph.initializer),
         "external_data": {name: _file_size(path.parent / name) for name in external},
@@ -89,13 +99,13 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     }
 
 
-def _inspect_mlxfn(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Signature from the sidecar; primitive counts by re-tracing the imported function when shapes are static."""
+def inspect_mlxfn(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """Signature from the metadata; primitive counts by re-tracing the imported function when shapes are static."""
     import mlx.core as mx
 
     from .capture import mx_dtype
 
-    info: dict[str, Any] = {"inputs": meta.get("inputs", []), "outputs": meta.get("outputs", [])}
+    info: dict[str, Any] = _signature(meta)
     try:
         fn = mx.import_function(str(path))
     except (RuntimeError, ValueError) as exc:
@@ -120,7 +130,87 @@ def _inspect_mlxfn(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         info["primitives_note"] = f"could not re-trace: {exc}"
         return info
     info["primitives"] = sum(counts.values())
-    info["op_counts"] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    info["op_counts"] = _sorted_counts(counts)
+    return info
+
+
+def inspect_torch(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """TorchScript (``.pt``) or torch.export (``.pt2``): signature from the metadata, graph node counts."""
+    from .exporters.torch import import_torch
+
+    torch = import_torch()
+    info: dict[str, Any] = _signature(meta)
+    counts: Counter = Counter()
+    try:
+        if path.suffix.lower() == ".pt":
+            module = torch.jit.load(str(path), map_location="cpu")
+            for node in module.inlined_graph.nodes():
+                if node.kind() not in ("prim::Constant", "prim::ListConstruct", "prim::TupleConstruct"):
+                    counts[node.kind()] += 1
+        else:
+            program = torch.export.load(str(path))
+            for node in program.graph.nodes:
+                if node.op == "call_function":
+                    counts[str(node.target)] += 1
+            info["torch_export"] = {"parameters": len(program.state_dict), "constants": len(program.constants)}
+    except (RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"torch cannot read {path}: {exc}",
+                            hint="Was it written completely? Export it again.") from exc
+    info["nodes"] = sum(counts.values())
+    info["op_counts"] = _sorted_counts(counts)
+    return info
+
+
+def inspect_tflite(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """A LiteRT flatbuffer: its signature, tensors and op counts (read by LiteRT's interpreter, not run)."""
+    import numpy as np
+
+    from .exporters.tflite import import_litert
+
+    litert = import_litert()
+    try:
+        interpreter = litert.Interpreter(model_path=str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"LiteRT cannot load {path}: {exc}",
+                            hint="Is the file complete and a .tflite flatbuffer? Export it again.") from exc
+    info: dict[str, Any] = _signature(meta)
+    if not meta.inputs:
+        def spec(d: dict[str, Any]) -> dict[str, Any]:
+            shape = [None if int(n) < 0 else int(n) for n in d.get("shape_signature", d["shape"])]
+            return {"name": d["name"], "shape": shape, "dtype": np.dtype(d["dtype"]).name}
+
+        info["inputs"] = [spec(d) for d in interpreter.get_input_details()]
+        info["outputs"] = [spec(d) for d in interpreter.get_output_details()]
+    counts: Counter = Counter(op["op_name"] for op in interpreter._get_ops_details())
+    info["nodes"] = sum(counts.values())
+    info["op_counts"] = _sorted_counts(counts)
+    info["tflite"] = {"signatures": list(interpreter.get_signature_list()),
+                      "tensors": len(interpreter.get_tensor_details()),
+                      "quantize": (meta.extra.get("tflite") or {}).get("quantize")}
+    return info
+
+
+def inspect_coreml(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """A Core ML package: its spec's inputs, outputs (with ranges) and ML Program ops; read, not run, so it
+    works off macOS too."""
+    from .exporters.coreml import describe_spec, import_coremltools
+
+    ct = import_coremltools()
+    try:
+        spec = ct.utils.load_spec(str(path))
+    except Exception as exc:  # coremltools raises protobuf's untyped errors for a broken package
+        raise ArtifactError(f"coremltools cannot read {path}: {exc}",
+                            hint="Is it a complete .mlpackage folder? Export it again.") from exc
+    desc = describe_spec(spec)
+    info: dict[str, Any] = _signature(meta)
+    if not meta.inputs:
+        info["inputs"] = [{"name": f["name"], "shape": f["shape"], "dtype": f["dtype"]} for f in desc["inputs"]]
+        info["outputs"] = [{"name": f["name"], "shape": f["shape"], "dtype": f["dtype"]} for f in desc["outputs"]]
+    counts: Counter = Counter(desc["ops"])
+    info["nodes"] = sum(counts.values())
+    info["op_counts"] = _sorted_counts(counts)
+    info["coreml"] = {"spec_version": spec.specificationVersion,
+                      "ranges": {f["name"]: f["ranges"] for f in desc["inputs"] if f["ranges"]}}
     return info
 
 
@@ -128,28 +218,29 @@ def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
     """Everything ``mlxport inspect`` shows, as a JSON-serialisable dict.
 
     Args:
-        path: an ``.onnx`` or ``.mlxfn`` file (its ``.mlxport.json`` sidecar is read when present).
+        path: an artifact of any format mlxport writes (see ``mlxport.formats``); its ``.mlxport.json``
+            metadata is read when present. Nothing is run: a Core ML package is described on Linux too.
 
     Returns:
-        A dict with format, file sizes, inputs/outputs, counts and the sidecar metadata.
+        A dict with format, file sizes, inputs/outputs, counts and the metadata.
     """
     p = Path(path)
+    fmt = require_format(p, "the artifact to inspect")
     if not p.exists():
         raise ArtifactError(f"no such artifact: {p}")
-    suffix = p.suffix.lower()
-    if suffix not in (".onnx", ".mlxfn"):
-        raise ArtifactError(f"cannot inspect '{p.name}': unknown suffix '{p.suffix}'; supported: .onnx, .mlxfn")
-    meta = read_sidecar(p)
-    info: dict[str, Any] = {"path": str(p), "format": "ONNX" if suffix == ".onnx" else "MLX",
-                            "file_bytes": _file_size(p)}
-    info.update(_inspect_onnx(p) if suffix == ".onnx" else _inspect_mlxfn(p, meta))
+    meta = read_meta(p)
+    info: dict[str, Any] = {"path": str(p), "format": fmt.name, "runtime": fmt.runtime,
+                            "file_bytes": artifact_bytes(p) - _file_size(Path(str(p) + ".data"))}
+    info.update(fmt.load_inspector()(p, meta))
     info["total_bytes"] = info["file_bytes"] + sum(info.get("external_data", {}).values())
-    if meta:
-        sidecar = {k: v for k, v in meta.items() if k not in ("inputs", "outputs")}
-        if "sha256" in meta:
-            sidecar["sha256_matches"] = file_sha256(p) == meta["sha256"]
+    if not fmt.runs_here():
+        info["note"] = f"{fmt.name} computes on {fmt.predicts_on_name} only: here it is described, not run"
+    if meta.exists:
+        sidecar = {k: v for k, v in meta.to_dict().items() if k not in ("inputs", "outputs")}
+        if meta.sha256:
+            sidecar["sha256_matches"] = artifact_sha256(p) == meta.sha256
         info["sidecar"] = sidecar
-    info["sidecar_path"] = str(p) + SIDE_SUFFIX if meta else None
+    info["sidecar_path"] = str(sidecar_path(p)) if meta.exists else None
     return info
 
 
@@ -181,14 +272,17 @@ def format_inspection(info: dict[str, Any]) -> str:
     lines += [f"    {_describe_io(i)}" for i in info["inputs"]] or ["    (unknown: no sidecar)"]
     lines.append("  outputs:")
     lines += [f"    {_describe_io(o)}" for o in info["outputs"]] or ["    (unknown: no sidecar)"]
+    if info.get("note"):
+        lines.append(f"  note: {info['note']}")
     if "nodes" in info:
         lines.append(f"  nodes: {info['nodes']}")
         lines += _counts_lines(info["op_counts"])
+    if "initializers" in info:
         lines.append(f"  initializers: {info['initializers']} ({human_bytes(info['initializer_bytes'])})")
         if info["external_data"]:
             lines.append("  external data: " + ", ".join(
                 f"{name} ({human_bytes(n) if n else 'MISSING'})" for name, n in info["external_data"].items()))
-    elif "primitives" in info:
+    if "primitives" in info:
         lines.append(f"  MLX primitives: {info['primitives']}")
         lines += _counts_lines(info["op_counts"])
     elif "primitives_note" in info:

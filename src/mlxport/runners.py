@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .artifact import SIDE_SUFFIX, IOSpec, read_meta
 from .errors import ArtifactError
-
-SIDE_SUFFIX = ".mlxport.json"
-
-
-@dataclass
-class IOSpec:
-    """One input or output: name, shape (None or a name for dynamic dims) and dtype name."""
-
-    name: str
-    shape: list[int | str | None]
-    dtype: str
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.dtype}[{','.join('?' if d is None else str(d) for d in self.shape)}]"
+from .formats import require_format
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -183,9 +169,8 @@ class MlxfnRunner(Runner):
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(f"MLX cannot import {path}: {exc}",
                                 hint="Was it written by mx.export_function with this MLX version?") from exc
-        meta = read_sidecar(path)
-        self.inputs = [IOSpec(**i) for i in meta.get("inputs", [])]
-        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+        meta = read_meta(path)
+        self.inputs, self.outputs = meta.inputs, meta.outputs
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         if not self.inputs:
@@ -206,12 +191,11 @@ class _TorchRunner(Runner):
     """Shared by the TorchScript and torch.export runners: numpy in, numpy out, names from the sidecar."""
 
     def _load_signature(self, path: str | os.PathLike) -> None:
-        meta = read_sidecar(path)
-        if not meta.get("inputs"):
+        meta = read_meta(path)
+        if not meta.inputs:
             raise ArtifactError(f"{path} has no {Path(path).name}{SIDE_SUFFIX} beside it, so its inputs are unknown",
                                 hint="Export it again with mlxport, which writes that file.")
-        self.inputs = [IOSpec(**i) for i in meta["inputs"]]
-        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+        self.inputs, self.outputs = meta.inputs, meta.outputs
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -283,16 +267,15 @@ class MLPackageRunner(Runner):
                                 hint="Copy the .mlpackage to a Mac, or check its structure with coremltools' "
                                      "ct.utils.load_spec here.")
         ct = import_coremltools()
-        meta = read_sidecar(path)
+        meta = read_meta(path)
         try:
             self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(f"Core ML cannot load {path}: {exc}") from exc
         spec = self.model.get_spec().description
-        self.inputs = [IOSpec(**i) for i in meta["inputs"]] if meta.get("inputs") else [
-            IOSpec(f.name, list(f.type.multiArrayType.shape), "float32") for f in spec.input]
-        self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])] or [
-            IOSpec(f.name, [], "float32") for f in spec.output]
+        self.inputs = meta.inputs or [IOSpec(f.name, list(f.type.multiArrayType.shape), "float32")
+                                      for f in spec.input]
+        self.outputs = meta.outputs or [IOSpec(f.name, [], "float32") for f in spec.output]
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         outs = self.model.predict({k: np.ascontiguousarray(v) for k, v in feed.items()})
@@ -329,8 +312,8 @@ class TFLiteRunner(Runner):
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(f"LiteRT cannot load {path}: {exc}",
                                 hint="Is the file complete and a .tflite flatbuffer? Export it again.") from exc
-        meta = read_sidecar(path)
-        info = meta.get("tflite") or {}
+        meta = read_meta(path)
+        info = meta.extra.get("tflite") or {}
         sigs = self.interpreter.get_signature_list()
         key = info.get("signature") or (next(iter(sigs)) if len(sigs) == 1 else None)
         if key is not None and key in sigs:
@@ -339,9 +322,8 @@ class TFLiteRunner(Runner):
         else:  # no signature (not written by mlxport): the interpreter's own order and names
             ins = {d["name"]: d for d in self.interpreter.get_input_details()}
             outs = {d["name"]: d for d in self.interpreter.get_output_details()}
-        if meta.get("inputs"):
-            self.inputs = [IOSpec(**i) for i in meta["inputs"]]
-            self.outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+        if meta.inputs:
+            self.inputs, self.outputs = meta.inputs, meta.outputs
         else:
             self.inputs = [_litert_spec(n, d) for n, d in ins.items()]
             self.outputs = [_litert_spec(n, d) for n, d in outs.items()]
@@ -409,46 +391,19 @@ def _litert_spec(name: str, details: dict[str, Any]) -> IOSpec:
     return IOSpec(name, shape, np.dtype(details["dtype"]).name)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file, read in 1 MiB chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    side = Path(str(path) + SIDE_SUFFIX)
-    if not side.exists():
-        return {}
-    try:
-        return json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read the metadata file {side}: {exc}") from exc
-
-
-RUNNERS = {".onnx": OnnxRunner, ".mlxfn": MlxfnRunner, ".pt": TorchScriptRunner, ".pt2": ExportedProgramRunner,
-           ".tflite": TFLiteRunner, ".mlpackage": MLPackageRunner}
-
-
 def load(path: str | os.PathLike, **options: Any) -> Runner:
-    """Open an exported artifact with the runtime its suffix names.
+    """Open an exported artifact with the runtime its suffix names (see ``mlxport.formats``).
 
     Args:
-        path: an ``.onnx``, ``.mlxfn``, ``.pt`` (TorchScript), ``.pt2`` (torch.export), ``.tflite``
-            (LiteRT) file or an ``.mlpackage`` (Core ML; runs only on macOS).
+        path: an ``.onnx``, ``.tflite`` (LiteRT), ``.pt`` (TorchScript), ``.pt2`` (torch.export) or ``.mlxfn``
+            file, or an ``.mlpackage`` (Core ML; runs only on macOS).
         **options: backend options (``threads`` for ONNX Runtime and LiteRT).
 
     Returns:
         A Runner: call it with numpy or mx arrays (by position or name); it returns numpy arrays.
     """
     p = Path(path)
+    fmt = require_format(p, "the artifact to load")
     if not p.exists():
         raise ArtifactError(f"no such artifact: {p}")
-    cls = RUNNERS.get(p.suffix.lower())
-    if cls is None:
-        raise ArtifactError(f"cannot load '{p.name}': unknown suffix '{p.suffix}'; supported: {', '.join(RUNNERS)}")
-    return cls(p, **options)
+    return fmt.load_runner()(p, **options)

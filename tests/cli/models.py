@@ -49,3 +49,20 @@ def build_wide() -> nn.Module:
     """Weights over 1 kB, so --external-data moves them to a side file."""
     mx.random.seed(0)
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+class ForwardMLP(nn.Module):
+    """Written PyTorch-style: ``forward`` and no ``__call__`` (the seed example's habit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(16, 8)
+        self.l2 = nn.Linear(8, 4)
+
+    def forward(self, x: mx.array) -> mx.array:
+        return self.l2(nn.relu(self.l1(x)))
+
+
+def build_forward() -> ForwardMLP:
+    mx.random.seed(0)
+    return ForwardMLP()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlxport.formats import suffix_list
 from mlxport.exporters.onnx import DEFAULT_OPSET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ BAD = [
     (["tests.cli.models:nope", "--input", "x:1x16", "-o", "m.onnx"], 2, "has no attribute 'nope'"),
     (["tests.cli.models", "--input", "x:1x16", "-o", "m.onnx"], 2, "expected MODULE:ATTR"),
     (["tests.cli.models:broken_factory", "--input", "x:1x16", "-o", "m.onnx"], 2, "returned int"),
-    ([MODEL, "--input", "x:1x16", "-o", "m.h5"], 2, "unknown suffix '.h5'; use one of .onnx, .mlxfn, .pt, .pt2"),
+    ([MODEL, "--input", "x:1x16", "-o", "m.h5"], 2, f"unknown suffix '.h5'; use one of {suffix_list()}"),
     ([MODEL, "--input", "x:1x16", "-o", "m.mlxfn", "--opset", "17"], 2, "--opset applies to ONNX only"),
     ([MODEL, "--input", "x:1x16", "-o", "m.pt", "--opset", "17"], 2, "--opset applies to ONNX only"),
     ([MODEL, "--input", "x:1x16", "-o", "m.mlxfn", "--external-data"], 2, "--external-data applies to ONNX only"),

@@ -98,10 +98,10 @@ def test_fused_graph_structure(llama_fused: Exported) -> None:
     assert meta["fused"] is True and meta["validation"]["ok"] is True
     assert any("fused graph" in run["label"] for run in meta["validation"]["runs"])
     # The sidecar's checksum follows the rewritten file.
-    from mlxport.runners import file_sha256, read_sidecar
+    from mlxport.artifact import file_sha256, read_meta
 
     path = llama_fused.folder / "model.onnx"
-    assert read_sidecar(path)["sha256"] == file_sha256(path)
+    assert read_meta(path).sha256 == file_sha256(path)
 
 
 def test_unrecognised_graph_keeps_the_standard_one(lm_zoo: LMZoo) -> None:

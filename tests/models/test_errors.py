@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import importlib
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import mlx.nn as nn
 import pytest
 
 import mlxport
+from mlxport.formats import suffix_list
 from mlxport import ArtifactError, CaptureError, DynamicShapeError, UnsupportedPrimitiveError
 from mlxport.exporters.onnx import DEFAULT_OPSET
 
@@ -81,14 +84,16 @@ def test_dynamic_axis_bad_name(tmp_path: Path, mlp: nn.Module) -> None:
 
 
 def test_unknown_suffix(tmp_path: Path, mlp: nn.Module) -> None:
-    with pytest.raises(ArtifactError, match=r"cannot tell the format of 'mlp.h5': use one of the suffixes .onnx, .mlxfn, .pt, .pt2"):
+    with pytest.raises(ArtifactError, match=r"cannot tell the format of 'mlp.h5' \(the file to write\): unknown "
+                                            r"suffix '.h5'; supported: " + re.escape(suffix_list())):
         mlxport.export(mlp, (zoo.floats((2, 784)),), tmp_path / "mlp.h5")
     assert not (tmp_path / "mlp.h5").exists()
 
 
 def test_load_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "model.h5").write_bytes(b"")
-    with pytest.raises(ArtifactError, match=r"cannot load 'model.h5': unknown suffix '.h5'; supported: .onnx, .mlxfn, .pt, .pt2"):
+    with pytest.raises(ArtifactError, match=r"cannot tell the format of 'model.h5' \(the artifact to load\): unknown "
+                                            r"suffix '.h5'; supported: " + re.escape(suffix_list())):
         mlxport.load(tmp_path / "model.h5")
     with pytest.raises(ArtifactError, match=r"no such artifact: .*missing.onnx"):
         mlxport.load(tmp_path / "missing.onnx")

@@ -15,7 +15,8 @@ import pytest
 
 import mlxport
 from mlxport.package import PackageError, package
-from mlxport.runners import file_sha256, load
+from mlxport.artifact import file_sha256
+from mlxport.runners import load
 
 from .helpers import onnx_reference
 
@@ -125,7 +126,7 @@ def test_checksums_are_checked_before_running(models: Path, tmp_path: Path) -> N
 def test_edge_refuses_other_formats_and_bad_layout(models: Path, tmp_path: Path) -> None:
     other = tmp_path / "m.pt2"
     other.write_bytes(b"x")
-    with pytest.raises(PackageError, match=r"--target edge takes \.tflite \(LiteRT\); \.onnx"):
+    with pytest.raises(PackageError, match=r"--target edge takes \.onnx \(ONNX Runtime\); \.tflite \(LiteRT\)"):
         package(other, "edge", tmp_path / "out")
     with pytest.raises(PackageError, match="--layout must be distinct upper-case axis letters"):
         package(models / "mlp.onnx", "edge", tmp_path / "out", layout="nhwc")

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 
 from mlxport.package import PackageError, build, package
 from mlxport.package.triton import check_config, config_text
-from mlxport.runners import IOSpec, file_sha256
+from mlxport.artifact import IOSpec, file_sha256
 
 from .helpers import free_port, mlxport_cli, onnx_reference, running_server
 

@@ -17,7 +17,8 @@ import pytest
 from mlxport.registry import (AliasChange, InvalidNameError, ModelSpec, NotFoundError, RegistryError, parse_spec,
                               resolve)
 from mlxport.registry.local import LocalRegistry, _host_tag, clean_stale
-from mlxport.runners import file_sha256, load
+from mlxport.artifact import file_sha256
+from mlxport.runners import load
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -302,7 +303,7 @@ def test_the_server_serves_the_repository(tmp_path: Path, artifact: Path) -> Non
 
 
 def test_push_a_package_folder_checks_its_folder_digest(tmp_path: Path) -> None:
-    from mlxport.api import _dir_sha256
+    from mlxport.artifact import artifact_sha256 as _dir_sha256
 
     package = tmp_path / "src" / "net.mlpackage"
     (package / "Data" / "weights").mkdir(parents=True)

@@ -19,7 +19,8 @@ import pytest
 
 from mlxport.cli import main
 from mlxport.registry import NotFoundError, RegistryError, resolve
-from mlxport.runners import file_sha256, load
+from mlxport.artifact import file_sha256
+from mlxport.runners import load
 
 pytestmark = pytest.mark.slow
 mlflow = pytest.importorskip("mlflow", reason="the MLflow backend is the optional extra mlxport[mlflow]")

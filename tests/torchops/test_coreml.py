@@ -15,6 +15,7 @@ with warnings.catch_warnings():
     ct = pytest.importorskip("coremltools", reason="Core ML export needs coremltools: pip install 'mlxport[coreml]'")
 
 import mlxport  # noqa: E402
+import mlxport.artifact  # noqa: E402
 from mlxport.api import run_mlx  # noqa: E402
 from mlxport.errors import ArtifactError  # noqa: E402
 from mlxport.exporters.coreml import describe_spec  # noqa: E402
@@ -48,8 +49,8 @@ def test_mlp_dynamic_batch_structure(mlp_traced, tmp_path) -> None:
     assert inp["ranges"] == [(1, 4096), (784, 784)]
     assert [o["name"] for o in desc["outputs"]] == ["output"]
     assert "linear" in desc["ops"]
-    side = mlxport.runners.read_sidecar(path)
-    assert len(side["sha256"]) == 64 and side["validation"]["info"]["precision"] == "float32"
+    side = mlxport.artifact.read_meta(path)
+    assert len(side.sha256) == 64 and side.validation["info"]["precision"] == "float32"
     assert report.info["size"].endswith("kB") or report.info["size"].endswith("MB")
 
 
@@ -66,11 +67,11 @@ def test_mlp_float16_precision(mlp_traced, tmp_path) -> None:
 def test_directory_digest_and_size(mlp_traced, tmp_path) -> None:
     # A .mlpackage is a directory (and not byte-reproducible: its manifest holds fresh ids), so the
     # recorded digest is over its sorted files.
-    from mlxport.api import _dir_sha256
+    from mlxport.artifact import artifact_sha256, read_meta
 
     path = tmp_path / "a.mlpackage"
     report = mlp_traced.save(path, validate=False)
-    assert mlxport.runners.read_sidecar(path)["sha256"] == _dir_sha256(path)
+    assert read_meta(path).sha256 == artifact_sha256(path)
     total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert report.info["size"] == f"{total / 1e6:.2f} MB"
 

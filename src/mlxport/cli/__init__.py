@@ -16,8 +16,8 @@ from typing import Sequence
 
 # name -> one-line summary (kept here so `mlxport --help` imports no subcommand)
 COMMANDS: dict[str, str] = {
-    "export": "capture an MLX model or function and write .onnx or .mlxfn (validated against MLX)",
-    "validate": "re-run an exported artifact against the MLX callable it came from",
+    "export": "capture an MLX model or function and write any format mlxport knows (validated against MLX)",
+    "validate": "re-run an exported artifact (any format) against the MLX callable it came from",
     "inspect": "show an artifact's inputs, outputs, opsets, node counts, size and metadata",
     "ops": "print the table of supported MLX primitives (generated from the registry)",
     "demo": "train a small MLP on scikit-learn's digits, export, validate and time it",
@@ -45,7 +45,10 @@ def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: mlxport <command> [options]", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {summary}" for name, summary in COMMANDS.items()]
-    lines += ["", "Run `mlxport <command> --help` for a command's options.",
+    from ..formats import suffix_list
+
+    lines += ["", f"formats (chosen by the file suffix): {suffix_list('and')}",
+              "", "Run `mlxport <command> --help` for a command's options.",
               "Set MLXPORT_DEBUG=1 to see full tracebacks."]
     return "\n".join(lines)
 
@@ -57,7 +60,7 @@ def format_known_exception(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UsageError):
         text, code = f"error: {exc}", EXIT_USAGE
     elif isinstance(exc, MlxportError):
-        text, code = f"error: {exc}", EXIT_FAILURE
+        text, code = f"error: {exc.message}", EXIT_FAILURE  # its str() ends with the hint, printed below
     elif isinstance(exc, (OSError, ValueError, TypeError, RuntimeError, ImportError)):
         text, code = f"error: {type(exc).__name__}: {exc}", EXIT_FAILURE
     else:

@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from ..formats import FORMATS, suffix_list
+
 
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mlxport bench", description="Time exported artifacts with the runtime each suffix names (.onnx: "
-        "ONNX Runtime on CPU, .mlxfn: MLX, .pt: TorchScript, .pt2: torch.export, .tflite: LiteRT) and print "
-        "one table: file size, single-sample latency p50/p99 (batch 1 when the first axis is dynamic, else "
+        prog="mlxport bench", description="Time exported artifacts with the runtime each suffix names ("
+        + ", ".join(f"{f.suffix}: {f.runtime}" + ("" if f.predicts_on is None else f" ({f.predicts_on_name} only)")
+                    for f in FORMATS) + ") and print one table: file size, single-sample latency p50/p99 (batch 1 when the first axis is dynamic, else "
         "the artifact's own shapes), throughput at --batch (dynamic first axis only) and the process's peak "
         "RSS. Inputs are random: normal floats, integers in [0, 10).")
-    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx, .mlxfn, .pt, .pt2 or .tflite files")
+    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=f"artifacts: {suffix_list()}")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput run (default 64)")
     parser.add_argument("--runs", type=int, default=200, help="at most this many timed calls per measurement "
                         "(default 200)")

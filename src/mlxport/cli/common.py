@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ArtifactError
+from ..formats import OPTION_FORMATS, Format, format_of, suffix_list
 from . import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
           "uint8", "uint16", "uint32", "uint64", "bool")
-SUFFIXES = (".onnx", ".mlxfn", ".pt", ".pt2", ".tflite")
 
 
 # ----------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def load_target(spec: str) -> Callable:
         except TypeError as exc:
             raise UsageError(f"'{spec}' could not be called with no arguments: {exc}",
                              "Point at an nn.Module instance, a zero-argument factory or the function itself.") from exc
-        if not callable(model):
+        if not callable(model) and not isinstance(model, nn.Module):
             raise UsageError(f"'{spec}' returned {type(model).__name__}, not an nn.Module or function")
     elif callable(obj):
         model = obj
@@ -112,7 +112,14 @@ def load_target(spec: str) -> Callable:
 
 
 def parameter_names(fn: Callable) -> list[str]:
-    """The positional parameter names of a callable (for messages)."""
+    """The positional parameter names of a callable or module (for messages)."""
+    from ..capture import traceable
+    from ..errors import MlxportError
+
+    try:
+        fn = traceable(fn)
+    except MlxportError:
+        return []
     try:
         target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else fn.__call__
         return [p.name for p in inspect.signature(target).parameters.values()
@@ -212,11 +219,27 @@ def progress_printer(quiet: bool = False) -> Callable[[str], None]:
     return say
 
 
-def check_suffix(path: str, flag: str) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UsageError(f"{flag} {path}: unknown suffix '{suffix}'; use one of {', '.join(SUFFIXES)}")
-    return suffix
+def check_suffix(path: str, flag: str) -> Format:
+    """The format ``path``'s suffix names, or a usage error listing every suffix mlxport writes and reads."""
+    fmt = format_of(path)
+    if fmt is None:
+        raise UsageError(f"{flag} {path}: unknown suffix '{Path(path).suffix}'; use one of {suffix_list()}")
+    return fmt
+
+
+# CLI flag -> the save option it sets (a flag for an option the output's format does not take is refused).
+FORMAT_FLAGS = {"--opset": "opset", "--external-data": "external_data", "--no-optimize": "optimize",
+                "--quantize": "quantize", "--calibration": "calibration", "--precision": "precision"}
+
+
+def check_format_flags(fmt: Format, given: Sequence[str]) -> None:
+    """Refuse format flags (``given``, e.g. ["--opset"]) that the output's format does not take."""
+    for flag in given:
+        option = FORMAT_FLAGS[flag]
+        if option not in fmt.options:
+            takers = " or ".join(f"a {f.suffix} file" for f in OPTION_FORMATS.get(option, ()))
+            raise UsageError(f"{flag} applies to {', '.join(f.name for f in OPTION_FORMATS[option])} only, but "
+                             f"-o/--output is a {fmt.suffix} file; drop {flag} or write {takers}")
 
 
 # ----------------------------------------------------------------------------
@@ -225,13 +248,13 @@ def check_suffix(path: str, flag: str) -> str:
 
 
 def _inputs_from_mlxfn(source: str) -> list[InputSpec]:
-    from ..runners import read_sidecar
+    from ..artifact import read_meta
 
     specs = []
-    for i in read_sidecar(source).get("inputs", []):
-        if not all(isinstance(d, int) for d in i["shape"]):
-            raise UsageError(f"{source} has dynamic input dims {i['shape']}; give the example shapes with --input")
-        specs.append(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]))
+    for i in read_meta(source).inputs:
+        if not all(isinstance(d, int) for d in i.shape):
+            raise UsageError(f"{source} has dynamic input dims {i.shape}; give the example shapes with --input")
+        specs.append(InputSpec(i.name, tuple(int(d) for d in i.shape), i.dtype))
     if not specs:
         raise UsageError(f"{source} has no {Path(source).name}.mlxport.json beside it to read its inputs from; "
                          "give them with --input NAME:SHAPE[:DTYPE]")
@@ -255,16 +278,15 @@ def export_target(
     quiet: bool = False,
     quantize: str | None = None,
     calibration: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Export ``target`` (``module:attr`` or an .mlxfn file) to ``output``; returns the Report."""
-    out_suffix = check_suffix(output, "-o/--output")
-    if out_suffix != ".onnx" and opset is not None:
-        raise UsageError(f"--opset applies to ONNX only, but -o/--output is a {out_suffix} file; "
-                         "drop --opset or write a .onnx file")
-    if out_suffix != ".onnx" and external_data:
-        raise UsageError(f"--external-data applies to ONNX only, but -o/--output is a {out_suffix} file; "
-                         "drop --external-data or write a .onnx file")
-    _check_quantize_flags(out_suffix, quantize, calibration)
+    fmt = check_suffix(output, "-o/--output")
+    given = {"--opset": opset is not None, "--external-data": external_data, "--no-optimize": not optimize,
+             "--quantize": quantize is not None, "--calibration": calibration is not None,
+             "--precision": precision is not None}
+    check_format_flags(fmt, [flag for flag, on in given.items() if on])
+    _check_quantize_flags(quantize, calibration)
     if not validate and (atol is not None or rtol is not None):
         raise UsageError("--atol/--rtol set a validation tolerance, but --no-validate skips validation; "
                          "use one or the other")
@@ -302,15 +324,11 @@ def export_target(
     return export(fn, tuple(arrays), output, dynamic_axes=dynamic_axes or None, input_names=names,
                   output_names=list(output_names) if output_names else None, opset=opset, validate=validate,
                   atol=atol, rtol=rtol, external_data=True if external_data else None, optimize=optimize,
-                  progress=say, quantize=quantize, calibration=calibration)
+                  progress=say, quantize=quantize, calibration=calibration, precision=precision or "float32")
 
 
-def _check_quantize_flags(out_suffix: str, quantize: str | None, calibration: str | None) -> None:
-    """--quantize and --calibration: .tflite only, and --calibration exactly when --quantize int8."""
-    if out_suffix != ".tflite" and (quantize is not None or calibration is not None):
-        flag = "--quantize" if quantize is not None else "--calibration"
-        raise UsageError(f"{flag} applies to TFLite only, but -o/--output is a {out_suffix} file; "
-                         f"drop {flag} or write a .tflite file")
+def _check_quantize_flags(quantize: str | None, calibration: str | None) -> None:
+    """--calibration exactly when --quantize int8 (that both are .tflite-only is checked by the format table)."""
     if quantize == "int8" and calibration is None:
         raise UsageError("--quantize int8 needs --calibration FILE.npz (representative inputs, one array per input "
                          "name); mlxport never downloads calibration data",
@@ -329,18 +347,25 @@ def _check_quantize_flags(out_suffix: str, quantize: str | None, calibration: st
 
 @dataclass
 class ArtifactCheck:
-    """The result of checking an artifact against an MLX callable at one or two sizes."""
+    """The result of checking an artifact against an MLX callable at one or two sizes.
+
+    ``note`` is set when the artifact's numbers cannot be computed on this platform (a Core ML package off
+    macOS): its structure was checked against its signature instead, and ``runs`` is empty.
+    """
 
     path: str
     target: str
     backend: str
     runs: list[Any] = field(default_factory=list)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.runs)
 
     def __str__(self) -> str:
+        if self.note:
+            return f"{self.path} ({self.backend}) vs {self.target}: structure OK\n note: {self.note}"
         lines = [f"{self.path} ({self.backend}) vs {self.target}: {'OK' if self.ok else 'FAILED'}"]
         for run in self.runs:
             lines.append(f" {run.label}:")
@@ -348,40 +373,73 @@ class ArtifactCheck:
         return "\n".join(lines)
 
 
-def _artifact_inputs(path: str, runner: Any) -> tuple[list[tuple[str, list[Any], str]], dict[str, int]]:
-    """(name, dims, dtype) per input, where a str dim is a symbol, and the example size of each symbol."""
-    from ..runners import read_sidecar
-
-    meta = read_sidecar(path)
-    examples = {a["symbol"]: int(a["example"]) for a in meta.get("dynamic_axes", [])}
-    if meta.get("inputs"):
-        specs = [(i["name"], list(i["shape"]), i["dtype"]) for i in meta["inputs"]]
-    elif runner.inputs:
+def _artifact_inputs(path: str, meta: Any, runner: Any) -> list[tuple[str, list[Any], str]]:
+    """(name, dims, dtype) per input, where a str dim is a symbol."""
+    if meta.inputs:
+        return [(i.name, list(i.shape), i.dtype) for i in meta.inputs]
+    if runner is not None and runner.inputs:
         # ONNX without a sidecar: ONNX Runtime reports unnamed dynamic dims as None.
-        specs = [(i.name, [d if d is not None else f"{i.name}_dim{k}" for k, d in enumerate(i.shape)], i.dtype)
-                 for i in runner.inputs]
-    else:
-        raise ArtifactError(f"{path} has no {Path(path).name}.mlxport.json beside it, so its inputs are unknown",
-                            hint="Export it again with mlxport, which writes that file.")
-    return specs, examples
+        return [(i.name, [d if d is not None else f"{i.name}_dim{k}" for k, d in enumerate(i.shape)], i.dtype)
+                for i in runner.inputs]
+    raise ArtifactError(f"{path} has no {Path(path).name}.mlxport.json beside it, so its inputs are unknown",
+                        hint="Export it again with mlxport, which writes that file.")
+
+
+def _describe_signature(specs: Sequence[tuple[str, list[Any], str]]) -> str:
+    return ", ".join(f"{n}: {t}[{','.join(str(d) for d in dims)}]" for n, dims, t in specs)
+
+
+def _check_arity(artifact: str, against: str, fn: Callable, specs: Sequence[tuple[str, list[Any], str]]) -> None:
+    """Before anything runs: the callable must take as many arrays as the artifact has inputs."""
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    required = [p for p in params if p.default is p.empty]
+    if not len(required) <= len(specs) <= len(params):
+        raise UsageError(
+            f"{artifact} takes {len(specs)} input{'s' * (len(specs) != 1)} ({_describe_signature(specs)}), but "
+            f"{against} takes {len(params)} ({', '.join(p.name for p in params) or 'none'}); is it the callable "
+            "the artifact was exported from?")
 
 
 def validate_artifact(artifact: str, against: str, *, atol: float | None = None, rtol: float | None = None,
                       example: str | None = None, seed: int = 0) -> ArtifactCheck:
     """Run ``artifact`` and the MLX callable ``against`` on the same inputs; compare every output.
 
-    Inputs follow the artifact's signature: the example size of each dynamic axis, then a second size.
+    Inputs follow the artifact's signature: the example size of each dynamic axis, then a second size. A
+    format that cannot run here (Core ML off macOS) is checked by structure against its signature instead.
     """
-    check_suffix(artifact, "ARTIFACT")
+    fmt = check_suffix(artifact, "ARTIFACT")
+    if not Path(artifact).exists():
+        raise ArtifactError(f"no such artifact: {artifact}")
     import mlx.core as mx
 
-    from ..capture import make_signature
+    from ..artifact import read_meta
+    from ..capture import make_signature, traceable
+    from ..errors import CaptureError
     from ..runners import load
     from ..validate import ValidationRun, compare, mlx_reference, random_like, second_size
 
+    meta = read_meta(artifact)
+    fn = traceable(load_target(against))
+    if not fmt.runs_here():
+        specs = _artifact_inputs(artifact, meta, None)
+        _check_arity(artifact, against, fn, specs)
+        problems = fmt.check_structure(artifact, meta.inputs, meta.outputs)
+        if problems:
+            raise ArtifactError(f"{artifact} does not match its signature: " + "; ".join(problems))
+        return ArtifactCheck(artifact, against, fmt.backend,
+                             note=f"{fmt.name} computes on {fmt.predicts_on_name} only: the package's inputs, "
+                                  "outputs and ranges match its signature; validate its numbers on "
+                                  f"{fmt.predicts_on_name}")
     runner = load(artifact)
-    fn = load_target(against)
-    specs, examples = _artifact_inputs(artifact, runner)
+    specs = _artifact_inputs(artifact, meta, runner)
+    _check_arity(artifact, against, fn, specs)
+    examples = meta.examples
     npz = load_npz(example)
     rng = np.random.default_rng(seed)
     symbols = {d for _, dims, _ in specs for d in dims if isinstance(d, str)}
@@ -402,7 +460,13 @@ def validate_artifact(artifact: str, against: str, *, atol: float | None = None,
         runs.append(("second sizes", second, [random_like(arr, [d if isinstance(d, int) else second[d] for d in dims],
                                                           rng) for arr, (_, dims, _) in zip(base, specs)]))
     for label, binding, feed in runs:
-        expected = mlx_reference(fn, sig, feed)
+        try:
+            expected = mlx_reference(fn, sig, feed)
+        except (ValueError, TypeError, RuntimeError, CaptureError) as exc:
+            # MLX refused the artifact's inputs: their shapes or dtypes do not fit the callable.
+            raise UsageError(f"{against} does not accept {artifact}'s inputs ({_describe_signature(specs)}): {exc}",
+                             "Is it the callable the artifact was exported from? `mlxport inspect "
+                             f"{artifact}` shows the signature it records.") from None
         got = runner(*feed)
         out_names = [o.name for o in runner.outputs] or [f"output_{i}" for i in range(len(got))]
         if len(expected) != len(got):

@@ -5,25 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from ..formats import BY_SUFFIX, suffix_list
+
 EXAMPLES = """examples:
   mlxport export mypkg.models:build_model --input x:1x784:float32 --dynamic x:0=batch -o model.onnx
   mlxport export models.py:MLP --input x:2x16 -o mlp.mlxfn
   mlxport export model.mlxfn -o model.onnx --opset 17
   mlxport export models.py:MLP --input x:1x784 --dynamic x:0=batch -o mlp.tflite --quantize dynamic_int8
   mlxport export models.py:MLP --input x:1x784 -o mlp.tflite --quantize int8 --calibration calib.npz
+  mlxport export models.py:MLP --input x:1x784 --dynamic x:0=batch -o mlp.mlpackage --precision float16
 """
 
 
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxport export", description="Capture an MLX model or function and write it in the format the "
-        "output suffix names (.onnx, .mlxfn, .pt, .pt2 or .tflite); then compare it with MLX at the example size "
-        "and, for dynamic axes, a second size.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        f"output suffix names ({suffix_list()}); then compare it with MLX at the example size and, for dynamic "
+        "axes, a second size.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     req = parser.add_argument_group("required arguments")
     req.add_argument("target", help="MODULE:ATTR (or FILE.py:ATTR) naming an nn.Module, a class or zero-argument "
                      "factory returning a module or function, or the function itself; or an .mlxfn file")
-    req.add_argument("-o", "--output", required=True,
-                     help="the file to write: .onnx, .mlxfn, .pt (TorchScript), .pt2 (torch.export) or .tflite")
+    req.add_argument("-o", "--output", required=True, help=f"the file to write: {suffix_list()}")
     opt = parser.add_argument_group("optional arguments")
     opt.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                      help="one example input per array argument, in order, e.g. x:1x784:float32 (dtype "
@@ -33,7 +35,8 @@ def configure_parser() -> argparse.ArgumentParser:
                      help="mark an input axis dynamic, e.g. x:0=batch (repeatable; a shared SYMBOL means "
                      "the same size)")
     opt.add_argument("--example", metavar="FILE.npz", help="example input values, one array per input name")
-    opt.add_argument("--opset", type=int, help="ONNX opset (default: the newest ONNX Runtime runs; >= 17)")
+    opt.add_argument("--opset", type=int, help=".onnx only: ONNX opset (default: the newest ONNX Runtime runs "
+                     "on CPU; >= 17)")
     opt.add_argument("--output-names", action="append", metavar="NAME[,NAME...]",
                      help="names of the outputs, comma-separated (or the option repeated)")
     opt.add_argument("--no-validate", dest="validate", action="store_false",
@@ -41,15 +44,17 @@ def configure_parser() -> argparse.ArgumentParser:
     opt.add_argument("--atol", type=float, help="absolute tolerance (default by output dtype)")
     opt.add_argument("--rtol", type=float, help="relative tolerance (default by output dtype)")
     opt.add_argument("--external-data", action="store_true",
-                     help="write ONNX weights to <output>.data (default: only above ~1.8 GB)")
+                     help=".onnx only: write the weights to <output>.data (default: only above ~1.8 GB)")
     opt.add_argument("--no-optimize", dest="optimize", action="store_false",
-                     help="skip constant folding and layout clean-up in the ONNX graph")
+                     help=".onnx only: skip constant folding and layout clean-up in the ONNX graph")
     opt.add_argument("--quantize", choices=["float32", "float16", "dynamic_int8", "int8"],
                      help=".tflite only: float32 (default), float16 weights, dynamic_int8 (int8 weights) or int8 "
                      "(int8 weights and activations, float32 inputs/outputs; needs --calibration)")
     opt.add_argument("--calibration", metavar="FILE.npz",
                      help="representative inputs for --quantize int8, one array per input name: N whole inputs "
                      "stacked on a new first axis, or N rows of the batch axis (never downloaded)")
+    opt.add_argument("--precision", choices=["float32", "float16"],
+                     help=f"{BY_SUFFIX['.mlpackage'].suffix} only: Core ML compute precision (default float32)")
     opt.add_argument("--seed", type=int, default=0, help="seed of the random example values (default 0)")
     opt.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     return parser

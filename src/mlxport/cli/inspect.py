@@ -6,14 +6,16 @@ import argparse
 import json
 from typing import Sequence
 
+from ..formats import suffix_list
+
 
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mlxport inspect", description="Describe an exported artifact: inputs and outputs (with symbolic "
-        "dims), opsets, node counts by op type, initializers, file and external-data sizes, and the metadata "
-        "mlxport wrote beside it (<artifact>.mlxport.json). For .mlxfn files the signature comes from that "
-        "metadata.")
-    parser.add_argument("artifact", help="an .onnx or .mlxfn file")
+        prog="mlxport inspect", description="Describe an exported artifact without running it: inputs and "
+        "outputs (with symbolic dims), node counts by op type (ONNX: opsets, initializers, external data; "
+        "Core ML: ranges, also off macOS), sizes, and the metadata mlxport wrote beside it "
+        "(<artifact>.mlxport.json), including whether the file still matches its recorded sha256.")
+    parser.add_argument("artifact", help=f"an artifact: {suffix_list()}")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     return parser
 

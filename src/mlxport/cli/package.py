@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+
 # dest -> flag, for the per-target options (all default to None so "given" is known).
 _TARGET_FLAGS = {
     "wheel": "--wheel", "version": "--version", "max_batch_size": "--max-batch-size",
@@ -16,6 +17,8 @@ _TARGET_FLAGS = {
 
 
 def configure_parser() -> argparse.ArgumentParser:
+    from ..package import TARGETS, target_formats
+
     parser = argparse.ArgumentParser(
         prog="mlxport package", description="Write a deployable bundle of an exported artifact. sagemaker: "
         "model.tar.gz (extracted to /opt/ml/model), a Dockerfile whose ENTRYPOINT runs `mlxport serve` "
@@ -24,9 +27,9 @@ def configure_parser() -> argparse.ArgumentParser:
         "kserve: inferenceservice.yaml (Triton runtime, protocol v2) + model_repository/. edge: the .tflite or "
         ".onnx with metadata.json, SHA256SUMS and a standalone run.py. Nothing is written outside the output "
         "folder, and entries appear only when complete.")
-    parser.add_argument("artifact", metavar="ARTIFACT", help="the exported model (.onnx; sagemaker also .mlxfn, "
-                        ".pt, .pt2; edge also .tflite)")
-    parser.add_argument("-t", "--target", required=True, choices=["sagemaker", "triton", "kserve", "edge"],
+    parser.add_argument("artifact", metavar="ARTIFACT", help="the exported model: " + "; ".join(
+        f"{target}: {', '.join(target_formats(target))}" for target in TARGETS))
+    parser.add_argument("-t", "--target", required=True, choices=list(TARGETS),
                         help="where the model will run")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="output folder (for triton: the model repository; created if missing)")

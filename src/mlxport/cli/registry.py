@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any, Sequence
 
+from ..formats import suffix_list
+
 ACTIONS = ("push", "list", "promote", "rollback", "show")
 
 
@@ -37,8 +39,7 @@ def configure_parser() -> argparse.ArgumentParser:
     push = sub.add_parser("push", parents=[common], help="publish an artifact as the next version of a model",
                           description="Copy an artifact, its .mlxport.json metadata and companion files into the "
                                       "next version (checked against the sha256 in the metadata).")
-    push.add_argument("artifact", metavar="ARTIFACT", help="an exported .onnx, .pt, .pt2, .mlxfn, .tflite or "
-                                                           ".mlpackage")
+    push.add_argument("artifact", metavar="ARTIFACT", help=f"an exported artifact: {suffix_list()}")
     push.add_argument("--name", required=True, help="the model name, e.g. digits")
     push.add_argument("--description", help="free text kept with the version")
     listing = sub.add_parser("list", parents=[common], help="versions of a model (or the models, without NAME)")

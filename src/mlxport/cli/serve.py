@@ -7,6 +7,8 @@ import os
 import re
 from typing import Sequence
 
+from ..formats import BY_BACKEND, suffix_list
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
           "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
@@ -47,7 +49,7 @@ def configure_parser() -> argparse.ArgumentParser:
         "/opt/ml/model (a SageMaker container).")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="a registry reference (models:/NAME@ALIAS or models:/NAME/N in MLflow, NAME@ALIAS in the local "
-                             "repository), an artifact (.onnx, .pt, .pt2, .tflite, .mlxfn), a folder holding one, a folder of "
+                             f"repository), an artifact ({suffix_list()}), a folder holding one, a folder of "
                              "numbered versions, a repository <repo>/<model>/<N>/<artifact>, or an exported LM "
                              "folder (mlxport export-lm; served under /v1: OpenAI completions and chat)")
     parser.add_argument("--host", default=os.environ.get("MLXPORT_HOST", "127.0.0.1"),
@@ -56,7 +58,7 @@ def configure_parser() -> argparse.ArgumentParser:
                         help="TCP port (default $SAGEMAKER_BIND_TO_PORT or 8080)")
     parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default "
                         "$MLXPORT_TOKEN); health, ping and metrics stay open")
-    parser.add_argument("--backend", choices=["onnxruntime", "litert", "torchscript", "torch.export", "mlx", "coreml"],
+    parser.add_argument("--backend", choices=list(BY_BACKEND),
                         help="which artifact to use when a version folder holds several (default: ONNX first)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model")
     parser.add_argument("--compute-threads", type=int, help="worker threads that run models (default min(4, CPUs))")
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     numbers = {"--port": args.port, "--instances": args.instances, "--max-batch-size": args.max_batch_size,
                "--max-queue": args.max_queue, "--max-concurrency": args.max_concurrency}
     bad = [f"{k} {v}" for k, v in numbers.items() if v < (0 if k == "--port" else 1)]
+    if args.port > 65535:  # a TCP port is 16 bits; the socket layer would raise OverflowError
+        bad.append(f"--port {args.port} (at most 65535)")
     if args.request_timeout <= 0 or args.max_queue_delay_ms < 0 or args.poll_interval < 0 or args.grace_period < 0:
         bad.append("--request-timeout must be > 0; --max-queue-delay-ms, --poll-interval, --grace-period >= 0")
     if bad:

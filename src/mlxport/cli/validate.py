@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..formats import suffix_list
+
 EXAMPLES = """examples:
   mlxport validate model.onnx --against mypkg.models:build_model
   mlxport validate model.mlxfn --against models.py:MLP --atol 1e-4
@@ -16,9 +18,10 @@ def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxport validate", description="Run an artifact and the MLX callable on the same inputs, shaped "
         "from the artifact's metadata (<artifact>.mlxport.json): at the example size of each dynamic axis and "
-        "at a second size. Prints every output's max error; exits 1 if any exceeds the tolerance.",
+        "at a second size. Prints every output's max error; exits 1 if any exceeds the tolerance. A Core ML "
+        "package off macOS is checked by structure (inputs, outputs, ranges) and exits 0 with a note.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("artifact", help="an .onnx or .mlxfn file")
+    parser.add_argument("artifact", help=f"an artifact: {suffix_list()}")
     parser.add_argument("--against", required=True, metavar="MODULE:ATTR",
                         help="the MLX model or function (as for `mlxport export`)")
     parser.add_argument("--example", metavar="FILE.npz", help="input values for the example-size run")

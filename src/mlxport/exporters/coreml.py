@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifact import IOSpec
 from ..errors import ArtifactError
 from ..graph import Graph
 
@@ -157,16 +158,19 @@ def describe_spec(spec: Any) -> dict[str, Any]:
             "outputs": [feature(f) for f in spec.description.output], "ops": ops}
 
 
-def check_structure(path: str | os.PathLike, graph: Graph) -> list[str]:
-    """Problems found comparing an ``.mlpackage``'s spec with the graph (empty when it matches)."""
+def check_structure(path: str | os.PathLike, inputs: list[IOSpec], outputs: list[IOSpec]) -> list[str]:
+    """Problems found comparing an ``.mlpackage``'s spec with a signature (empty when it matches).
+
+    ``inputs``/``outputs`` are the artifact's signature as its metadata records it: an int per fixed dim, a
+    symbol (str) per dynamic one.
+    """
     ct = import_coremltools()
     spec = ct.utils.load_spec(str(path))
     desc = describe_spec(spec)
     problems = []
-    dynamic = {(a.input, a.axis) for a in graph.dynamic_axes}
-    if [f["name"] for f in desc["inputs"]] != [i.name for i in graph.inputs]:
-        problems.append(f"inputs {[f['name'] for f in desc['inputs']]} != {[i.name for i in graph.inputs]}")
-    for f, info in zip(desc["inputs"], graph.inputs):
+    if [f["name"] for f in desc["inputs"]] != [i.name for i in inputs]:
+        problems.append(f"inputs {[f['name'] for f in desc['inputs']]} != {[i.name for i in inputs]}")
+    for f, info in zip(desc["inputs"], inputs):
         if f["dtype"] != info.dtype:
             problems.append(f"input '{info.name}' is {f['dtype']}, expected {info.dtype}")
         if len(f["shape"]) != len(info.shape):
@@ -174,13 +178,13 @@ def check_structure(path: str | os.PathLike, graph: Graph) -> list[str]:
             continue
         for axis, dim in enumerate(info.shape):
             lo, hi = f["ranges"][axis] if f["ranges"] else (f["shape"][axis], f["shape"][axis])
-            if (info.name, axis) in dynamic and not (lo <= 1 and hi > 1):
+            if not isinstance(dim, int) and not (lo <= 1 and hi > 1):
                 problems.append(f"input '{info.name}' axis {axis} is dynamic but ranges over [{lo}, {hi}]")
-            if (info.name, axis) not in dynamic and not lo == hi == int(dim):
+            if isinstance(dim, int) and not lo == hi == dim:
                 problems.append(f"input '{info.name}' axis {axis} should be {dim}; ranges over [{lo}, {hi}]")
-    if [f["name"] for f in desc["outputs"]] != [o.name for o in graph.outputs]:
-        problems.append(f"outputs {[f['name'] for f in desc['outputs']]} != {[o.name for o in graph.outputs]}")
-    for f, info in zip(desc["outputs"], graph.outputs):
+    if [f["name"] for f in desc["outputs"]] != [o.name for o in outputs]:
+        problems.append(f"outputs {[f['name'] for f in desc['outputs']]} != {[o.name for o in outputs]}")
+    for f, info in zip(desc["outputs"], outputs):
         # Core ML computes float16 outputs at float16 precision but may still declare them float32.
         if f["dtype"] != info.dtype and {f["dtype"], info.dtype} != {"float16", "float32"}:
             problems.append(f"output '{info.name}' is {f['dtype']}, expected {info.dtype}")

@@ -207,7 +207,7 @@ def _fuse(path: Path, step: Callable[..., dict[str, mx.array]], spec: LMSpec, re
     The rewrite goes to a hidden folder first: unless ``required``, a graph the rewrite does not recognise (or
     a fused graph that fails the check) leaves the standard graph in place, with the reason in the report.
     """
-    from ..runners import SIDE_SUFFIX, file_sha256
+    from ..artifact import file_sha256, read_meta, write_meta
     from .ort_fused import check_fused, fuse_for_ort
 
     say("rewriting for ONNX Runtime's fused kernels (GroupQueryAttention, SkipSimplifiedLayerNormalization)")
@@ -228,13 +228,11 @@ def _fuse(path: Path, step: Callable[..., dict[str, mx.array]], spec: LMSpec, re
     staging.rmdir()
     report.info["ort fused"] = ", ".join(f"{k} {v}" for k, v in stats.to_dict().items())
     report.runs.extend(runs)
-    side = Path(str(path) + SIDE_SUFFIX)
-    if side.exists():
-        meta = json.loads(side.read_text())
-        files = {name: file_sha256(path.parent / name) for name in meta.get("files") or {}
-                 if (path.parent / name).is_file()}
-        meta.update(files=files, sha256=files.get(path.name), validation=report.to_dict())
-        side.write_text(json.dumps(meta, indent=2, default=str))
+    meta = read_meta(path)
+    if meta.exists:
+        meta.files = {name: file_sha256(path.parent / name) for name in meta.files if (path.parent / name).is_file()}
+        meta.sha256, meta.validation = meta.files.get(path.name), report.to_dict()
+        write_meta(path, meta)
     return True
 
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..formats import BY_SUFFIX, FORMATS
 from .common import Bundle
 from .errors import MissingDependencyError, PackageError
 
@@ -24,6 +25,17 @@ TARGETS: dict[str, str] = {
     "kserve": "an InferenceService manifest (Triton runtime, protocol v2) and the repository it points to",
     "edge": "the .tflite or .onnx with metadata.json, SHA256SUMS and a standalone run.py",
 }
+
+
+def target_formats(target: str) -> dict[str, str]:
+    """The artifact suffixes a target takes, each with what runs it there (from the format table)."""
+    if target == "sagemaker":  # a Linux container runs every format but those that predict on macOS only
+        return {f.suffix: "served by mlxport serve" for f in FORMATS if f.predicts_on in (None, "linux")}
+    if target == "triton":
+        return {".onnx": f"Triton's {BY_SUFFIX['.onnx'].runtime} backend"}
+    if target == "kserve":
+        return {".onnx": "served by Triton on KServe"}
+    return {f.suffix: f.runtime for f in FORMATS if f.edge_runtime}
 
 
 def _writer(target: str) -> Callable[..., Bundle]:

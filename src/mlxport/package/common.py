@@ -16,12 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Sequence
 
-from ..runners import SIDE_SUFFIX, IOSpec, file_sha256, read_sidecar
+from ..artifact import ArtifactMeta, IOSpec, artifact_sha256, file_sha256, read_meta, sidecar_path, write_meta
+from ..formats import BY_SUFFIX, Format, format_of
 from ..serve.repository import NAME_RE
 from .errors import MissingDependencyError, PackageError
-
-FORMAT_NAMES = {".onnx": "ONNX", ".tflite": "TFLite", ".mlxfn": "MLX", ".pt": "TorchScript",
-                ".pt2": "torch.export", ".mlpackage": "Core ML"}
 
 
 @dataclass
@@ -29,7 +27,7 @@ class Source:
     """The artifact being packaged: its files, metadata (sidecar) and signature."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: ArtifactMeta
     inputs: list[IOSpec]
     outputs: list[IOSpec]
     data_files: list[Path] = field(default_factory=list)
@@ -40,27 +38,31 @@ class Source:
         return self.path.suffix.lower()
 
     @property
+    def fmt(self) -> Format:
+        return BY_SUFFIX[self.suffix]
+
+    @property
     def format(self) -> str:
-        return FORMAT_NAMES.get(self.suffix, self.suffix)
+        return self.fmt.name
 
     @property
     def sidecar(self) -> Path:
-        return Path(str(self.path) + SIDE_SUFFIX)
+        return sidecar_path(self.path)
 
     @property
     def files(self) -> list[Path]:
         """Every file the bundle reads from (the artifact, its sidecar, external data)."""
         return [self.path, self.sidecar, *self.data_files]
 
-    def sidecar_for(self, new_name: str) -> dict[str, Any]:
+    def sidecar_for(self, new_name: str) -> ArtifactMeta:
         """The metadata to ship beside the artifact when it is renamed ``new_name`` (always with its sha256)."""
-        meta = dict(self.meta) or {"format": self.format, "inputs": [vars(i) for i in self.inputs],
-                                   "outputs": [vars(o) for o in self.outputs]}
-        files = {new_name if k == self.path.name else k: v for k, v in (meta.get("files") or {}).items()}
-        files.setdefault(new_name, self.sha256)
+        meta = self.meta if self.meta.exists else ArtifactMeta(format=self.format, inputs=self.inputs,
+                                                               outputs=self.outputs)
+        meta = meta.renamed(self.path.name, new_name)
+        meta.files.setdefault(new_name, self.sha256)
         for data in self.data_files:
-            files.setdefault(data.name, file_sha256(data))
-        meta["sha256"], meta["files"] = self.sha256, files
+            meta.files.setdefault(data.name, file_sha256(data))
+        meta.sha256 = self.sha256
         return meta
 
     def copy_to(self, folder: Path, new_name: str) -> list[Path]:
@@ -72,9 +74,7 @@ class Source:
             # The ONNX graph names its data files; they keep their names.
             shutil.copyfile(data, folder / data.name)
             written.append(folder / data.name)
-        side = folder / (new_name + SIDE_SUFFIX)
-        write_json(side, self.sidecar_for(new_name))
-        return [*written, side]
+        return [*written, write_meta(folder / new_name, self.sidecar_for(new_name))]
 
 
 def open_source(artifact: str | os.PathLike, target: str, allowed: dict[str, str]) -> Source:
@@ -97,12 +97,13 @@ def open_source(artifact: str | os.PathLike, target: str, allowed: dict[str, str
         hint = ("Export an ONNX file first (`mlxport export MODULE:ATTR -o model.onnx`), or use --target "
                 "sagemaker, which serves every format mlxport runs.") if ".onnx" in allowed else ""
         raise PackageError(f"--target {target} takes {what}; got {path.name}", hint=hint or None)
-    if path.is_dir() and suffix != ".mlpackage":
+    fmt = format_of(path)
+    if path.is_dir() and not (fmt and fmt.directory):
         raise PackageError(f"{path} is a folder; give the artifact file itself")
-    meta = read_sidecar(path)
-    digest = file_sha256(path) if path.is_file() else ""
-    if meta.get("sha256") and digest and meta["sha256"] != digest:
-        raise PackageError(f"{path} does not match the sha256 in {path.name}{SIDE_SUFFIX}: it was changed or "
+    meta = read_meta(path)
+    digest = artifact_sha256(path) if path.is_file() else ""
+    if meta.sha256 and digest and meta.sha256 != digest:
+        raise PackageError(f"{path} does not match the sha256 in {sidecar_path(path).name}: it was changed or "
                            "truncated after export", hint="Export it again (or copy it again) before packaging.")
     data_files: list[Path] = []
     if suffix == ".onnx":
@@ -111,28 +112,26 @@ def open_source(artifact: str | os.PathLike, target: str, allowed: dict[str, str
     elif suffix == ".tflite":
         inputs, outputs = tflite_signature(path, meta)
     else:
-        inputs = [IOSpec(**i) for i in meta.get("inputs", [])]
-        outputs = [IOSpec(**o) for o in meta.get("outputs", [])]
+        inputs, outputs = meta.inputs, meta.outputs
         if not inputs:
-            raise PackageError(f"{path} has no {path.name}{SIDE_SUFFIX} beside it, so its inputs are unknown",
+            raise PackageError(f"{path} has no {sidecar_path(path).name} beside it, so its inputs are unknown",
                                hint="Export it again with mlxport, which writes that file.")
     missing = [str(p) for p in data_files if not p.is_file()]
     if missing:
         raise PackageError(f"{path.name} keeps its weights in {', '.join(missing)}, which is missing",
                            hint="Copy the .data file(s) next to the .onnx file, or export it again.")
-    return Source(path, meta, _named(inputs, meta.get("inputs")), _named(outputs, meta.get("outputs")),
-                  data_files, digest)
+    return Source(path, meta, _named(inputs, meta.inputs), _named(outputs, meta.outputs), data_files, digest)
 
 
-def _named(specs: list[IOSpec], recorded: list[dict[str, Any]] | None) -> list[IOSpec]:
+def _named(specs: list[IOSpec], recorded: list[IOSpec]) -> list[IOSpec]:
     """Give unnamed dynamic dims the symbols the sidecar recorded (same rank and fixed dims only)."""
-    by_name = {r["name"]: r for r in recorded or []}
+    by_name = {r.name: r for r in recorded}
     out = []
     for spec in specs:
         rec = by_name.get(spec.name)
         shape = list(spec.shape)
-        if rec and len(rec["shape"]) == len(shape):
-            shape = [r if d is None and isinstance(r, str) else d for d, r in zip(shape, rec["shape"])]
+        if rec and len(rec.shape) == len(shape):
+            shape = [r if d is None and isinstance(r, str) else d for d, r in zip(shape, rec.shape)]
         out.append(IOSpec(spec.name, shape, spec.dtype))
     return out
 
@@ -179,13 +178,13 @@ def onnx_signature(path: Path) -> tuple[list[IOSpec], list[IOSpec], list[str]]:
     return inputs, outputs, locations
 
 
-def tflite_signature(path: Path, meta: dict[str, Any] | None = None) -> tuple[list[IOSpec], list[IOSpec]]:
+def tflite_signature(path: Path, meta: ArtifactMeta | None = None) -> tuple[list[IOSpec], list[IOSpec]]:
     """Inputs and outputs of a .tflite file (the sidecar's names and symbols where it has them)."""
-    details = tflite_details(path, meta or {})
+    details = tflite_details(path, meta or ArtifactMeta(exists=False))
     return details["inputs"], details["outputs"]
 
 
-def tflite_details(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def tflite_details(path: Path, meta: ArtifactMeta) -> dict[str, Any]:
     """Signature, the runtime's name for each input/output, and their quantization parameters.
 
     Returns:
@@ -199,7 +198,7 @@ def tflite_details(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         interp = interpreter_cls(model_path=str(path))
     except (ValueError, RuntimeError) as exc:
         raise PackageError(f"LiteRT cannot read {path}: {exc}", hint="Export the .tflite file again.") from exc
-    info = meta.get("tflite") or {}
+    info = meta.extra.get("tflite") or {}
     sigs = interp.get_signature_list()
     key = info.get("signature") or (next(iter(sigs)) if len(sigs) == 1 else None)
     if key is not None and key in sigs:
@@ -210,16 +209,16 @@ def tflite_details(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         ins = {d["name"]: d for d in interp.get_input_details()}
         outs = {d["name"]: d for d in interp.get_output_details()}
 
-    def specs(found: dict[str, Any], recorded: list[dict[str, Any]] | None, mapping: dict[str, str] | None,
+    def specs(found: dict[str, Any], recorded: list[IOSpec], mapping: dict[str, str] | None,
               ) -> tuple[list[IOSpec], dict[str, str]]:
         if not recorded or len(recorded) != len(found):
             return [IOSpec(n, [None if int(s) < 0 else int(s) for s in d.get("shape_signature", d["shape"])],
                            _np_name(d["dtype"])) for n, d in found.items()], {n: n for n in found}
-        names = mapping or {r["name"]: n for r, n in zip(recorded, found)}
-        return [IOSpec(**r) for r in recorded], {r["name"]: names.get(r["name"], r["name"]) for r in recorded}
+        names = mapping or {r.name: n for r, n in zip(recorded, found)}
+        return list(recorded), {r.name: names.get(r.name, r.name) for r in recorded}
 
-    inputs, in_tensors = specs(ins, meta.get("inputs"), info.get("inputs"))
-    outputs, out_tensors = specs(outs, meta.get("outputs"), info.get("outputs"))
+    inputs, in_tensors = specs(ins, meta.inputs, info.get("inputs"))
+    outputs, out_tensors = specs(outs, meta.outputs, info.get("outputs"))
     tensors = {**in_tensors, **out_tensors}
     unknown = [t for t in tensors.values() if t not in ins and t not in outs]
     if unknown:

@@ -11,11 +11,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..runners import IOSpec, file_sha256
+from ..artifact import IOSpec, file_sha256
+from ..formats import FORMATS
+from . import target_formats
 from .common import Bundle, Source, Staging, bundle_name, files_under, open_source, tflite_details, write_json
 from .errors import PackageError
 
-RUNTIMES = {".tflite": "ai_edge_litert", ".onnx": "onnxruntime"}
 # MLX lays images and sequences out channels-last; these are the defaults by rank.
 LAYOUTS = {4: "NHWC", 3: "NLC", 2: "NC"}
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulNBits", "MatMulInteger",
@@ -83,22 +84,22 @@ def metadata(source: Source, name: str, model_file: str, layout: str | None = No
         signature, tensors, io_quant = details["signature"], details["tensors"], details["io_quantization"]
         quant: dict[str, Any] = {"quantized": bool(io_quant) or any(
             t in ("int8", "uint8", "int16") for t in details["tensor_dtypes"]),
-            "variant": (source.meta.get("tflite") or {}).get("quantize"),
+            "variant": (source.meta.extra.get("tflite") or {}).get("quantize"),
             "io": io_quant, "tensor_dtypes": details["tensor_dtypes"]}
     else:
         io_quant = {}
         quant = _onnx_quantization(source.path)
-    if source.meta.get("quantization") is not None:
-        quant["recorded"] = source.meta["quantization"]
+    if source.meta.extra.get("quantization") is not None:
+        quant["recorded"] = source.meta.extra["quantization"]
     inputs = _io(source.inputs, tensors, io_quant, layout)
     outputs = _io(source.outputs, tensors, io_quant, None)
-    validation = source.meta.get("validation") or {}
+    validation = source.meta.validation or {}
     return {
-        "name": name, "model_file": model_file, "format": source.format, "runtime": RUNTIMES[source.suffix],
+        "name": name, "model_file": model_file, "format": source.format, "runtime": source.fmt.edge_runtime,
         "signature": signature,
         "inputs": inputs, "outputs": outputs, "preprocessing": _preprocessing(inputs, preprocessing),
         "quantization": quant,
-        "provenance": {"source": source.meta.get("source"), "mlx_version": source.meta.get("mlx_version"),
+        "provenance": {"source": source.meta.source, "mlx_version": source.meta.mlx_version,
                        "validated": validation.get("validated"), "sha256": source.sha256,
                        "mlxport_version": __version__},
     }
@@ -107,7 +108,7 @@ def metadata(source: Source, name: str, model_file: str, layout: str | None = No
 def package_edge(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None,
                  layout: str | None = None, preprocessing: str | None = None, force: bool = False) -> Bundle:
     """Write the model, metadata.json, SHA256SUMS, run.py and README.md; see ``mlxport.package.package``."""
-    source = open_source(artifact, "edge", {".tflite": "LiteRT", ".onnx": "ONNX Runtime (Mobile)"})
+    source = open_source(artifact, "edge", target_formats("edge"))
     name = bundle_name(name, source.path)
     if layout is not None and (not layout.isalpha() or not layout.isupper() or len(set(layout)) != len(layout)):
         raise PackageError(f"--layout must be distinct upper-case axis letters such as NHWC or NCHW; got '{layout}'")
@@ -134,7 +135,7 @@ def package_edge(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, nam
 
 
 def _readme(name: str, meta: dict[str, Any]) -> str:
-    package = "ai-edge-litert" if meta["runtime"] == "ai_edge_litert" else "onnxruntime"
+    package = next(f.requirements[0] for f in FORMATS if f.edge_runtime == meta["runtime"])
     lines = [f"# Edge bundle for `{name}`", "", "Written by `mlxport package --target edge`. Needs only "
              f"`numpy` and `{package}` (no mlxport).", "",
              f"- `{meta['model_file']}`: the model ({meta['format']})",

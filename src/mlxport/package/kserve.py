@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import target_formats
 from .common import Bundle, Staging, bundle_name, files_under, open_source
 from .errors import MissingDependencyError, PackageError
 from .triton import plan_model
@@ -161,7 +162,7 @@ def package_kserve(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, n
         raise PackageError(f"--model-format must be one of {', '.join(FORMATS)}; got '{model_format}'")
     if gpus < 0:
         raise PackageError(f"--gpus must be >= 0; got {gpus}")
-    source = open_source(artifact, "kserve", {".onnx": "served by Triton on KServe"})
+    source = open_source(artifact, "kserve", target_formats("kserve"))
     name = bundle_name(name, source.path)
     out = Path(out_dir)
     repo = out / "model_repository"

@@ -13,22 +13,15 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
+from ..formats import BY_SUFFIX
+from . import target_formats
 from .common import Bundle, Source, Staging, bundle_name, files_under, open_source, write_json
 from .errors import PackageError
 
 BASE_IMAGE = "python:3.11-slim"
 PORT = 8080
-# pip requirements beyond mlxport[serve], by artifact suffix.
-EXTRAS = {".pt": ["torch"], ".pt2": ["torch"]}
-PACKAGES = {".tflite": ["ai-edge-litert"]}
 LABELS = {"com.amazonaws.sagemaker.capabilities.accept-bind-to-port": "true",
           "com.amazonaws.sagemaker.capabilities.multi-models": "true"}
-
-
-def _allowed() -> dict[str, str]:
-    from ..runners import RUNNERS
-
-    return {s: "served by mlxport serve" for s in RUNNERS if s != ".mlpackage"}
 
 
 def dockerfile_text(artifact_suffix: str, wheel: str | None = None) -> str:
@@ -44,9 +37,10 @@ def dockerfile_text(artifact_suffix: str, wheel: str | None = None) -> str:
     """
     from .. import __version__
 
-    extras = ",".join(["serve", *EXTRAS.get(artifact_suffix, [])])
+    fmt = BY_SUFFIX.get(artifact_suffix)
+    extras = ",".join(["serve", *(fmt.run_extras if fmt else ())])
     requirement = f"/tmp/wheels/{wheel}[{extras}]" if wheel else f"mlxport[{extras}]=={__version__}"
-    packages = " ".join(f'"{p}"' for p in [requirement, *PACKAGES.get(artifact_suffix, [])])
+    packages = " ".join(f'"{p}"' for p in [requirement, *(fmt.run_packages if fmt else ())])
     lines = [
         "# Built by `mlxport package --target sagemaker`. SageMaker starts it as `docker run IMAGE serve`:",
         "# the model is extracted from model.tar.gz to /opt/ml/model and the port comes from",
@@ -123,7 +117,7 @@ python deploy.py --delete --endpoint-name NAME --region REGION   # remove the en
 def package_sagemaker(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None,
                       wheel: str | os.PathLike | None = None, force: bool = False) -> Bundle:
     """Write model.tar.gz, Dockerfile, .dockerignore, deploy.py, bundle.json and README.md; see ``package``."""
-    source = open_source(artifact, "sagemaker", _allowed())
+    source = open_source(artifact, "sagemaker", target_formats("sagemaker"))
     name = bundle_name(name, source.path)
     wheel_path = Path(wheel) if wheel is not None else None
     if wheel_path is not None and (not wheel_path.is_file() or wheel_path.suffix != ".whl"

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runners import IOSpec
+from ..artifact import IOSpec
+from ..formats import BY_SUFFIX
+from . import target_formats
 from .common import Bundle, Source, Staging, bundle_name, files_under, is_dynamic, open_source
 from .errors import MissingDependencyError, PackageError
 
-PLATFORM = "onnxruntime_onnx"
+PLATFORM = BY_SUFFIX[".onnx"].triton_platform
 DEFAULT_MAX_BATCH_SIZE = 64
 TRITON_TYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
@@ -253,7 +255,7 @@ def package_triton(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, n
                    instances: int = 1, instance_kind: str = "cpu", version_policy: str = "latest",
                    validate: bool = True, force: bool = False) -> Bundle:
     """Write (or add a version to) a Triton model repository; see ``mlxport.package.package``."""
-    source = open_source(artifact, "triton", {".onnx": "Triton's ONNX Runtime backend"})
+    source = open_source(artifact, "triton", target_formats("triton"))
     repo = Path(out_dir)
     model = plan_model(source, repo, name=name, version=version, max_batch_size=max_batch_size,
                        max_queue_delay_us=max_queue_delay_us, instances=instances, instance_kind=instance_kind,

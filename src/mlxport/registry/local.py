@@ -28,16 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..artifact import ArtifactMeta, read_meta, sidecar_path, tree_sha256
 from ..errors import ArtifactError
-from ..runners import SIDE_SUFFIX, read_sidecar
+from ..formats import artifacts_in, format_of, is_artifact, suffix_list
 from . import (DEFAULT_ALIAS, VERSION_RE, AliasChange, ModelSpec, VersionInfo, check_alias, check_name,
                check_version, parse_spec)
 from .errors import NotFoundError, RegistryError
 
 DEFAULT_ROOT = "mlxport-repo"
-SUFFIXES = (".onnx", ".tflite", ".pt", ".pt2", ".mlxfn", ".mlpackage")
-FORMATS = {".onnx": "ONNX", ".tflite": "TFLite", ".pt": "TorchScript", ".pt2": "torch.export", ".mlxfn": "MLX",
-           ".mlpackage": "Core ML"}
 VERSION_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
@@ -59,35 +57,30 @@ class Staged:
 # ---------------------------------------------------------------- artifacts (shared with the MLflow backend)
 
 
-def read_metadata(artifact: Path) -> dict[str, Any]:
-    """The artifact's ``.mlxport.json`` (empty when it has none), after checking the artifact exists."""
+def read_metadata(artifact: Path) -> ArtifactMeta:
+    """The artifact's metadata (``exists`` False when it has none), after checking the artifact exists."""
     if not artifact.exists():
         raise NotFoundError(f"no such artifact: {artifact}", hint="Export one first: mlxport export ... -o model.onnx")
-    if artifact.suffix.lower() not in SUFFIXES or (artifact.is_dir() and artifact.suffix != ".mlpackage"):
+    if not is_artifact(artifact):
         raise RegistryError(f"cannot push '{artifact.name}': expected an exported artifact "
-                            f"({', '.join(SUFFIXES)}); got suffix '{artifact.suffix or '(none)'}'")
+                            f"({suffix_list()}); got suffix '{artifact.suffix or '(none)'}'")
     try:
-        return read_sidecar(artifact)
+        return read_meta(artifact)
     except ArtifactError as exc:
-        raise RegistryError(str(exc), hint="Export the artifact again so its metadata file is complete.") from exc
+        raise RegistryError(exc.message, hint="Export the artifact again so its metadata file is complete.") from exc
 
 
-def verdict(meta: dict[str, Any]) -> str:
-    """A one-line validation verdict from an artifact's metadata."""
-    report = meta.get("validation")
-    if not meta:
-        return "unknown (no metadata file)"
-    if not report:
-        return "not validated"
-    if not report.get("validated"):
-        return str(report.get("info", {}).get("validation") or "not validated")
-    if not report.get("ok"):
-        return "FAILED"
-    worst = max((o.get("max_abs") or 0.0 for r in report.get("runs", []) for o in r.get("outputs", [])), default=0.0)
-    return f"passed (max abs {worst:.1e})"
+def lineage_fields(artifact: Path, meta: ArtifactMeta) -> dict[str, Any]:
+    """What a version record (local ``version.json``, MLflow lineage) copies from the artifact's metadata."""
+    fmt = format_of(artifact)
+    return {"format": meta.format or (fmt.name if fmt else None), "source": meta.source,
+            "source_artifact": str(artifact.resolve()), "mlx_version": meta.mlx_version,
+            "inputs": [i.to_dict() for i in meta.inputs] or None,
+            "outputs": [o.to_dict() for o in meta.outputs] or None,
+            "validation": meta.validation, "verdict": meta.verdict()}
 
 
-def stage(artifact: Path, name: str, dest: Path, meta: dict[str, Any]) -> Staged:
+def stage(artifact: Path, name: str, dest: Path, meta: ArtifactMeta) -> Staged:
     """Copy the artifact (renamed ``<name><suffix>``), its metadata file and companions into ``dest``.
 
     Companions (ONNX external data, files the metadata lists) keep their names, since the artifact refers
@@ -102,18 +95,18 @@ def stage(artifact: Path, name: str, dest: Path, meta: dict[str, Any]) -> Staged
         for f in sorted(p for p in artifact.rglob("*") if p.is_file()):
             rel = f.relative_to(artifact).as_posix()
             files[f"{target}/{rel}"] = digest = _copy(f, dest / target / rel)
-            parts.append(f"{rel}\0{digest}\n")
-        main = hashlib.sha256("".join(parts).encode()).hexdigest()  # as api._dir_sha256 computes it
+            parts.append((rel, digest))
+        main = tree_sha256(parts)  # what artifact.artifact_sha256 records for a folder
     else:
         main = files[target] = _copy(artifact, dest / target)
-    if meta.get("sha256") and meta["sha256"] != main:
+    if meta.sha256 and meta.sha256 != main:
         raise RegistryError(f"{artifact} does not match the sha256 in its metadata file ({main[:12]}... vs "
-                            f"{str(meta['sha256'])[:12]}...): it is incomplete or was changed after export",
+                            f"{meta.sha256[:12]}...): it is incomplete or was changed after export",
                             hint="Export it again (or wait until the copy has finished), then push.")
-    side = Path(str(artifact) + SIDE_SUFFIX)
+    side = sidecar_path(artifact)
     if side.is_file():
-        files[target + SIDE_SUFFIX] = _copy(side, dest / (target + SIDE_SUFFIX))
-    listed = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+        files[sidecar_path(target).name] = _copy(side, sidecar_path(dest / target))
+    listed = meta.files
     for other in sorted(set(listed) | {artifact.name + ".data"}):
         source = artifact.parent / other
         if (other == artifact.name or other in files or "/" in other or "\\" in other or other.startswith(".")
@@ -302,13 +295,8 @@ class LocalRegistry:
                 while (model_dir / str(number)).exists():  # a stray file named like a version
                     number += 1
                 record = {
-                    "name": name, "version": number, "artifact": staged.artifact,
-                    "format": meta.get("format") or FORMATS.get(artifact.suffix.lower()),
-                    "source": meta.get("source"), "source_artifact": str(artifact.resolve()),
-                    "mlx_version": meta.get("mlx_version"), "mlxport_version": _mlxport_version(),
-                    "inputs": meta.get("inputs"), "outputs": meta.get("outputs"),
-                    "validation": meta.get("validation"), "verdict": verdict(meta),
-                    "sha256": staged.files, "size": staged.size,
+                    "name": name, "version": number, "artifact": staged.artifact, **lineage_fields(artifact, meta),
+                    "mlxport_version": _mlxport_version(), "sha256": staged.files, "size": staged.size,
                     "pushed_at": now(), "pushed_by": who(), "parent": max(existing, default=None),
                     "description": description,
                 }
@@ -466,11 +454,11 @@ class LocalRegistry:
         if path.exists():
             record = _read_json(path)
         else:  # a version folder placed by hand (a Triton-style repository): describe what is there
-            arts = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("."))
-            meta = read_sidecar(arts[0]) if arts else {}
-            record = {"artifact": arts[0].name if arts else "", "verdict": verdict(meta),
+            arts = artifacts_in(folder)
+            meta = read_meta(arts[0]) if arts else ArtifactMeta(exists=False)
+            record = {"artifact": arts[0].name if arts else "", "verdict": meta.verdict(),
                       "size": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
-                      "source": meta.get("source"), "mlx_version": meta.get("mlx_version")}
+                      "source": meta.source, "mlx_version": meta.mlx_version}
         return VersionInfo(
             name=name, version=number, aliases=sorted(a for a, v in aliases.items() if v == number),
             size=int(record.get("size") or 0), verdict=str(record.get("verdict") or "unknown"),

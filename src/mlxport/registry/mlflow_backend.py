@@ -25,17 +25,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..runners import file_sha256
+from ..artifact import ArtifactMeta, file_sha256
+from ..formats import format_of
 from . import (DEFAULT_ALIAS, MLFLOW_PREFIX, AliasChange, ModelSpec, VersionInfo, check_alias, check_name,
                check_version, parse_spec)
 from .errors import BackendUnavailableError, NotFoundError, RegistryError
-from .local import FORMATS, _tmp_name, clean_stale, now, read_metadata, stage, verdict, who
+from .local import _tmp_name, clean_stale, lineage_fields, now, read_metadata, stage, who
 
 EXPERIMENT = "mlxport"
 TAG = "mlxport."
 HISTORY_LIMIT = 100
-RUNTIMES = {".onnx": "onnxruntime", ".pt": "torch", ".pt2": "torch", ".mlxfn": "mlx", ".tflite": "ai-edge-litert",
-            ".mlpackage": "coremltools"}
 
 
 def import_mlflow() -> Any:
@@ -105,11 +104,7 @@ class MlflowRegistry:
             staged = stage(artifact, name, folder, meta)
             parent = self._latest(name)
             lineage = {
-                "name": name, "artifact": staged.artifact,
-                "format": meta.get("format") or FORMATS.get(artifact.suffix.lower()), "source": meta.get("source"),
-                "source_artifact": str(artifact.resolve()), "mlx_version": meta.get("mlx_version"),
-                "inputs": meta.get("inputs"), "outputs": meta.get("outputs"), "validation": meta.get("validation"),
-                "verdict": verdict(meta), "sha256": staged.files, "size": staged.size, "pushed_at": now(),
+                "name": name, "artifact": staged.artifact, **lineage_fields(artifact, meta), "sha256": staged.files, "size": staged.size, "pushed_at": now(),
                 "pushed_by": who(), "parent": parent, "description": description,
             }
             (folder / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
@@ -124,7 +119,7 @@ class MlflowRegistry:
                                      f"{TAG}artifact": staged.artifact})
                     info = mlflow.pyfunc.log_model(
                         name="model", python_model=str(code), artifacts={ARTIFACT_KEY: str(folder)},
-                        signature=signature, pip_requirements=_requirements(artifact.suffix.lower()),
+                        signature=signature, pip_requirements=_requirements(artifact),
                         registered_model_name=name, await_registration_for=120,
                         metadata={"mlxport": {"artifact": staged.artifact,
                                               "sha256": staged.files.get(staged.artifact)}})
@@ -365,18 +360,18 @@ def _stack(tags: dict[str, str], alias: str) -> list[int]:
         return []
 
 
-def _signature(meta: dict[str, Any], artifact: Path) -> Any:
+def _signature(meta: ArtifactMeta, artifact: Path) -> Any:
     """An MLflow tensor signature from the metadata (dynamic dims -1); None when a dtype has no numpy type."""
     import numpy as np
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    inputs, outputs = meta.get("inputs"), meta.get("outputs")
+    inputs, outputs = [i.to_dict() for i in meta.inputs], [o.to_dict() for o in meta.outputs]
     if not inputs and artifact.suffix == ".onnx":
         from ..runners import load
 
         runner = load(artifact)
-        inputs, outputs = [vars(i) for i in runner.inputs], [vars(o) for o in runner.outputs]
+        inputs, outputs = [i.to_dict() for i in runner.inputs], [o.to_dict() for o in runner.outputs]
     if not inputs or not outputs:
         return None
     specs = []
@@ -389,11 +384,12 @@ def _signature(meta: dict[str, Any], artifact: Path) -> Any:
     return ModelSignature(inputs=specs[0], outputs=specs[1])
 
 
-def _requirements(suffix: str) -> list[str]:
+def _requirements(artifact: Path) -> list[str]:
     """Pinned pip requirements of the pyfunc model: mlxport and the runtime the artifact needs."""
     from importlib.metadata import PackageNotFoundError, version
 
-    wanted = ["mlxport", "numpy", "cloudpickle"] + ([RUNTIMES[suffix]] if suffix in RUNTIMES else [])
+    fmt = format_of(artifact)
+    wanted = ["mlxport", "numpy", "cloudpickle"] + list(fmt.requirements if fmt else ())
     pins = []
     for package in wanted:
         try:

@@ -26,18 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..runners import RUNNERS, IOSpec, Runner, file_sha256, read_sidecar
+from ..artifact import IOSpec, artifact_bytes, check_sha256, read_meta
+from ..formats import BY_BACKEND, artifacts_in, format_of, is_artifact, suffix_list
+from ..runners import Runner
 from .batching import BatchConfig, Scheduler
 from .errors import (Conflict, Forbidden, InsufficientMemory, InvalidInput, ModelLoadError, ModelNotFound,
                      ModelNotReady, ServeError)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_RE = re.compile(r"^[0-9]{1,18}$")
-# Artifact preference when a version folder holds several formats (ONNX Runtime is the fast Linux path).
-BACKENDS = {"onnxruntime": ".onnx", "litert": ".tflite", "torchscript": ".pt", "torch.export": ".pt2",
-            "mlx": ".mlxfn", "coreml": ".mlpackage"}
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "litert": "tensorflow_lite", "torchscript": "pytorch_libtorch",
-             "torch.export": "pytorch_export", "mlx": "mlx", "coreml": "coreml"}
 
 
 @dataclass
@@ -114,7 +111,8 @@ class ServedModel:
 
     @property
     def platform(self) -> str:
-        return PLATFORMS.get(self.runner.backend, self.runner.backend)
+        fmt = BY_BACKEND.get(self.runner.backend)
+        return fmt.triton_platform if fmt else self.runner.backend
 
     async def infer(self, feed: dict[str, np.ndarray], timeout_s: float | None = None) -> list[np.ndarray]:
         """Run one request through the scheduler (batched with others where the model allows)."""
@@ -177,9 +175,9 @@ class Repository:
             raise ModelLoadError(f"no such model path: {source}")
         found: list[ModelEntry] = []
         skipped = 0
-        if source.is_file() or source.suffix == ".mlpackage":
+        if source.is_file() or is_artifact(source):
             found.append(ModelEntry(_safe_name(source.stem), None, artifact=source))
-        elif _artifacts_in(source):
+        elif artifacts_in(source):
             art = self._pick_artifact(source)
             found.append(ModelEntry(_safe_name(art.stem if source.name in ("model", ".") else source.name),
                                     None, artifact=art))
@@ -196,7 +194,7 @@ class Repository:
             return []
         if not found:
             raise ModelLoadError(
-                f"{source} holds no model: expected an artifact ({', '.join(RUNNERS)}), a folder with one, a "
+                f"{source} holds no model: expected an artifact ({suffix_list()}), a folder with one, a "
                 "folder of numbered version folders, or a repository <repo>/<model>/<N>/<artifact>")
         for entry in found:
             if entry.name in self.entries:
@@ -207,21 +205,20 @@ class Repository:
         return [e.name for e in found]
 
     def _pick_artifact(self, folder: Path) -> Path:
-        arts = _artifacts_in(folder)
+        arts = artifacts_in(folder)
         if not arts:
-            raise ModelLoadError(f"{folder} holds no artifact ({', '.join(RUNNERS)})")
+            raise ModelLoadError(f"{folder} holds no artifact ({suffix_list()})")
         want = self.options.backend
         if want:
-            suffix = BACKENDS.get(want)
-            if suffix is None:
-                raise ModelLoadError(f"unknown backend '{want}'; choose one of {', '.join(BACKENDS)}")
-            match = [a for a in arts if a.suffix == suffix]
+            fmt = BY_BACKEND.get(want)
+            if fmt is None:
+                raise ModelLoadError(f"unknown backend '{want}'; choose one of {', '.join(BY_BACKEND)}")
+            match = [a for a in arts if format_of(a) is fmt]
             if not match:
-                raise ModelLoadError(f"--backend {want} needs a {suffix} file in {folder}; it has "
+                raise ModelLoadError(f"--backend {want} needs a {fmt.suffix} file in {folder}; it has "
                                      f"{', '.join(a.name for a in arts)}")
             return match[0]
-        order = list(BACKENDS.values())
-        return sorted(arts, key=lambda a: order.index(a.suffix))[0]
+        return arts[0]  # in the format table's serving preference
 
     # ---- state ----
     def ready(self) -> bool:
@@ -335,12 +332,12 @@ class Repository:
         from ..runners import load
 
         start = time.perf_counter()
-        artifact = source if source.is_file() or source.suffix == ".mlpackage" else self._pick_artifact(source)
-        meta = read_sidecar(artifact)
-        if meta.get("sha256") and artifact.is_file() and file_sha256(artifact) != meta["sha256"]:
+        artifact = source if source.is_file() or is_artifact(source) else self._pick_artifact(source)
+        meta = read_meta(artifact)
+        if artifact.is_file() and check_sha256(artifact, meta):
             raise ModelLoadError(f"{artifact} does not match the sha256 in its metadata file: it is incomplete or "
                                  "was changed after export; export or copy it again")
-        size = _artifact_bytes(artifact)
+        size = artifact_bytes(artifact)
         _check_memory(self.options.memory_limit, size, f"{name} version {version}")
         options: dict[str, Any] = {}
         if artifact.suffix == ".onnx":
@@ -523,18 +520,6 @@ class Repository:
 def _safe_name(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("._-") or "model"
     return name[:128]
-
-
-def _artifacts_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix in RUNNERS and not p.name.startswith("."))
-
-
-def _artifact_bytes(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    size = path.stat().st_size
-    data = Path(str(path) + ".data")
-    return size + (data.stat().st_size if data.exists() else 0)
 
 
 def _default_threads() -> int:
