@@ -88,10 +88,6 @@ class SymExpr:
 Dim = Union[int, SymExpr]
 
 
-def evaluate_dim(dim: Dim, bindings: Mapping[str, int]) -> int:
-    return dim.evaluate(bindings) if isinstance(dim, SymExpr) else int(dim)
-
-
 def evaluate_value(value: Any, bindings: Mapping[str, int]) -> Any:
     """Replace every SymExpr inside a nested argument value by its number."""
     if isinstance(value, SymExpr):
@@ -188,9 +184,6 @@ class Graph:
     def symbols(self) -> dict[str, DynamicAxis]:
         return {d.symbol: d for d in self.dynamic_axes if not d.derived}
 
-    def example_bindings(self) -> dict[str, int]:
-        return {d.symbol: d.example for d in self.dynamic_axes}
-
     def consumers(self) -> dict[str, list[Node]]:
         users: dict[str, list[Node]] = {}
         for node in self.nodes:
@@ -211,6 +204,3 @@ class Graph:
     def num_parameters(self) -> int:
         return int(sum(c.size for c in self.constants.values()))
 
-    @property
-    def constant_bytes(self) -> int:
-        return int(sum(c.nbytes for c in self.constants.values()))

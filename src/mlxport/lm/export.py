@@ -294,23 +294,6 @@ def _check_greedy(model: nn.Module, path: Path, spec: LMSpec, count: int,
     return True, choices, ""
 
 
-def greedy_onnx(runner: Any, spec: LMSpec, prompt: list[int], count: int) -> list[int]:
-    """The plain ONNX Runtime decode loop: feed the presents back as the next step's past."""
-    dtype = np.float16 if spec.cache_dtype == "float16" else np.float32
-    empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype)
-    ids = np.array([prompt], dtype=np.int64)
-    past = [empty] * (2 * spec.num_layers)
-    tokens: list[int] = []
-    for _ in range(count):
-        total = past[0].shape[2] + ids.shape[1]
-        outs = runner(ids, np.ones((1, total), np.int64), *past)
-        token = int(np.argmax(outs[0][0, -1]))
-        tokens.append(token)
-        ids = np.array([[token]], dtype=np.int64)
-        past = outs[1:]
-    return tokens
-
-
 def write_genai_config(out: Path, spec: LMSpec, config: dict[str, Any], tokenizer: Any,
                        *, threads: int | None = None, share_buffer: bool = False) -> Path:
     """genai_config.json for the generic "decoder" model type, matching the graph's names and cache layout.
