@@ -74,16 +74,4 @@ class ToleranceError(ValidationError):
 class ArtifactError(MlxportError):
     """An artifact file cannot be read, or its format is unknown."""
 
-    @property  # type: ignore[override]
-    def hint(self) -> str:  # the class default, from the format table (every suffix mlxport writes and reads)
-        if self._hint is not None:
-            return self._hint
-        from .formats import suffix_list
-
-        return f"mlxport writes and reads {suffix_list()}; `mlxport inspect FILE` describes one."
-
-    @hint.setter
-    def hint(self, value: str) -> None:
-        self._hint = value
-
-    _hint: str | None = None
+    hint = "`mlxport --help` lists the formats mlxport writes and reads; `mlxport inspect FILE` describes one."

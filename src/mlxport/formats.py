@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import ArtifactError
+
 
 @dataclass(frozen=True)
 class Format:
@@ -170,8 +172,6 @@ def require_format(path: str | Path, what: str = "an artifact") -> Format:
     """The format of ``path``; an ArtifactError naming every suffix when it has none mlxport knows."""
     fmt = format_of(path)
     if fmt is None:
-        from .errors import ArtifactError
-
         raise ArtifactError(f"cannot tell the format of '{Path(path).name}' ({what}): unknown suffix "
                             f"'{Path(path).suffix}'; supported: {suffix_list()}",
                             hint="The suffix picks the format: rename the file, or see `mlxport --help` for what "

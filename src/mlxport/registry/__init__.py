@@ -96,6 +96,29 @@ def parse_spec(text: str) -> ModelSpec:
     return ModelSpec(check_name(body))
 
 
+def alias_target(name: str, alias: str, aliases: dict[str, int], promote: str) -> int:
+    """The version an alias points at; NotFoundError naming the aliases there are when it is not set.
+
+    ``promote`` is the command that sets it, for the hint (the local and MLflow backends differ).
+    """
+    current = aliases.get(alias)
+    if current is None:
+        raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: {', '.join(sorted(aliases)) or 'none'}",
+                            hint=f"Set it first: {promote} {name} VERSION --alias {alias}")
+    return current
+
+
+def rollback_target(name: str, alias: str, current: int, previous: list[int], existing: set[int],
+                    promote: str) -> int:
+    """Pop the alias's most recent earlier target that still exists (and is not ``current``)."""
+    while previous:
+        target = previous.pop()
+        if target in existing and target != current:
+            return target
+    raise RegistryError(f"{name}@{alias} (version {current}) has no previous version to roll back to",
+                        hint=f"Promote another version instead: {promote} {name} VERSION --alias {alias}")
+
+
 @dataclass
 class VersionInfo:
     """One version of a model as a backend reports it."""

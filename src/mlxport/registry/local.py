@@ -31,11 +31,12 @@ from typing import Any, Iterator
 from ..artifact import ArtifactMeta, read_meta, sidecar_path, tree_sha256
 from ..errors import ArtifactError
 from ..formats import artifacts_in, format_of, is_artifact, suffix_list
-from . import (DEFAULT_ALIAS, VERSION_RE, AliasChange, ModelSpec, VersionInfo, check_alias, check_name,
+from . import (DEFAULT_ALIAS, alias_target, rollback_target, VERSION_RE, AliasChange, ModelSpec, VersionInfo, check_alias, check_name,
                check_version, parse_spec)
 from .errors import NotFoundError, RegistryError
 
 DEFAULT_ROOT = "mlxport-repo"
+PROMOTE = "mlxport registry promote"  # for hints: the command that sets an alias
 VERSION_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
@@ -166,7 +167,7 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _tmp_name(prefix: str) -> str:
+def tmp_name(prefix: str) -> str:
     return f"{prefix}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
@@ -222,7 +223,7 @@ def _locked(model_dir: Path) -> Iterator[None]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a hidden temporary file, fsync it, then rename it over ``path``."""
-    tmp = path.parent / _tmp_name(".tmp-")
+    tmp = path.parent / tmp_name(".tmp-")
     try:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, default=str)
@@ -285,7 +286,7 @@ class LocalRegistry:
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         clean_stale(model_dir)
-        tmp = model_dir / _tmp_name(".push-")
+        tmp = model_dir / tmp_name(".push-")
         tmp.mkdir(mode=0o755)
         try:
             staged = stage(artifact, name, tmp, meta)
@@ -348,21 +349,9 @@ class LocalRegistry:
         alias = check_alias(alias)
         with _locked(model_dir):
             state = self._aliases(model_dir)
-            current = state["aliases"].get(alias)
-            if current is None:
-                raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: "
-                                    f"{', '.join(sorted(state['aliases'])) or 'none'}",
-                                    hint=f"Set it first: mlxport registry promote {name} VERSION --alias {alias}")
-            stack = state["previous"].get(alias, [])
-            numbers = set(self._numbers(model_dir))
-            while stack:
-                target = stack.pop()
-                if target in numbers and target != current:
-                    break
-            else:
-                raise RegistryError(f"{name}@{alias} (version {current}) has no previous version to roll back to",
-                                    hint=f"Promote another version instead: mlxport registry promote {name} "
-                                         f"VERSION --alias {alias}")
+            current = alias_target(name, alias, state["aliases"], PROMOTE)
+            target = rollback_target(name, alias, current, state["previous"].get(alias, []),
+                                     set(self._numbers(model_dir)), PROMOTE)
             state["aliases"][alias] = target
             self._record(state, "rollback", alias, target, current)
             write_json_atomic(model_dir / ALIASES_FILE, state)

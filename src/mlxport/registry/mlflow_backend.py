@@ -30,10 +30,12 @@ from ..formats import format_of
 from . import (DEFAULT_ALIAS, MLFLOW_PREFIX, AliasChange, ModelSpec, VersionInfo, check_alias, check_name,
                check_version, parse_spec)
 from .errors import BackendUnavailableError, NotFoundError, RegistryError
-from .local import _tmp_name, clean_stale, lineage_fields, now, read_metadata, stage, who
+from . import alias_target, rollback_target
+from .local import tmp_name, clean_stale, lineage_fields, now, read_metadata, stage, who
 
 EXPERIMENT = "mlxport"
 TAG = "mlxport."
+PROMOTE = "mlxport registry --backend mlflow promote"  # for hints: the command that sets an alias
 HISTORY_LIMIT = 100
 
 
@@ -171,22 +173,10 @@ class MlflowRegistry:
         name, alias = check_name(name), check_alias(alias)
         with self._errors():
             model = self.client.get_registered_model(name)
-            current = _int(model.aliases.get(alias))
-            if current is None:
-                raise NotFoundError(f"registered model '{name}' has no alias '{alias}'; aliases: "
-                                    f"{', '.join(sorted(model.aliases)) or 'none'}",
-                                    hint=f"Set it first: mlxport registry --backend mlflow promote {name} VERSION "
-                                         f"--alias {alias}")
+            current = alias_target(name, alias, {a: int(v) for a, v in model.aliases.items()}, PROMOTE)
             stack = _stack(model.tags, alias)
-            existing = {int(v.version) for v in self._search(name)}
-            while stack:
-                target = stack.pop()
-                if target in existing and target != current:
-                    break
-            else:
-                raise RegistryError(f"{name}@{alias} (version {current}) has no previous version to roll back to",
-                                    hint=f"Promote another version: mlxport registry --backend mlflow promote "
-                                         f"{name} VERSION --alias {alias}")
+            target = rollback_target(name, alias, current, stack, {int(v.version) for v in self._search(name)},
+                                     PROMOTE)
             self.client.set_registered_model_alias(name, alias, str(target))
             self._save(name, model.tags, alias, stack, "rollback", target, current)
         return AliasChange(name, alias, target, current, "rollback")
@@ -237,7 +227,7 @@ class MlflowRegistry:
             return path
         dest.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(dest.parent)
-        tmp = dest.parent / _tmp_name(".tmp-")
+        tmp = dest.parent / tmp_name(".tmp-")
         try:
             with self._errors(), self._tracking():  # models:/ URIs resolve through the global registry URI
                 from mlflow.artifacts import download_artifacts
