@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
 from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
-from ..passes import run_default_passes
+from ..rewrite import run_default_passes
 from .optimize import optimize
 
 # The newest opset whose every op version the pinned onnxruntime (1.32) has a CPU
