@@ -16,7 +16,7 @@ from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
 from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
 from ..rewrite import run_default_passes
-from .optimize import optimize
+from ..rewrite.onnx_optimize import optimize
 
 # The newest opset whose every op version the pinned onnxruntime (1.32) has a CPU
 # kernel for (opset 25 brings Attention-25, which it lacks); tests/test_export_core.py

@@ -208,7 +208,8 @@ def _fuse(path: Path, step: Callable[..., dict[str, mx.array]], spec: LMSpec, re
     a fused graph that fails the check) leaves the standard graph in place, with the reason in the report.
     """
     from ..runners import SIDE_SUFFIX, file_sha256
-    from .ort_fused import check_fused, fuse_for_ort
+    from ..rewrite.ort_fused import fuse_for_ort
+    from .ort_fused import check_fused
 
     say("rewriting for ONNX Runtime's fused kernels (GroupQueryAttention, SkipSimplifiedLayerNormalization)")
     staging = path.parent / ".mlxport-fused"
