@@ -19,18 +19,15 @@ from typing import Any
 import numpy as np
 
 from ..graph import Graph, Node, TensorInfo
-from .view import GraphView, remove_dead_nodes
+from .view import GraphView, replace_nodes
 
 
 def _mean_of(v: GraphView, name: str, width: int, axis: int) -> str | None:
     """If ``name`` is sum(x, last axis) * (1/width), return x."""
-    mul = v.node(name, "Multiply")
-    if mul is None:
+    split = v.const_operand(name, "Multiply")
+    if split is None or not np.isclose(split[2], 1.0 / width, rtol=1e-6):
         return None
-    split = v.split_const(mul)
-    if split is None or not np.isclose(split[1], 1.0 / width, rtol=1e-6):
-        return None
-    red = v.node(split[0], "Reduce")
+    red = v.node(split[1], "Reduce")
     if red is None or int(red.arguments[0]) != 2 or list(red.arguments[1]) != [axis]:
         return None
     return red.inputs[0]
@@ -115,20 +112,15 @@ def fuse_norms(graph: Graph) -> int:
 
 def _match_norm(v: GraphView, rs: Node) -> tuple[str, str, list[Node], float, str] | None:
     """Walk up from rsqrt: (kind, x, matched nodes, eps, the tensor rsqrt multiplies)."""
-    add = v.node(rs.inputs[0], "Add")
-    if add is None:
-        return None
-    split = v.split_const(add)
+    split = v.const_operand(rs.inputs[0], "Add")
     if split is None:
         return None
-    var_name, eps = split
-    mul = v.node(var_name, "Multiply")
-    if mul is None:
-        return None
-    const = v.split_const(mul)
+    add, var_name, eps = split
+    const = v.const_operand(var_name, "Multiply")
     if const is None:
         return None
-    red = v.node(const[0], "Reduce")
+    mul, reduced, inv_width = const
+    red = v.node(reduced, "Reduce")
     if red is None or int(red.arguments[0]) != 2:
         return None
     sq = v.node(red.inputs[0], "Square")
@@ -137,7 +129,7 @@ def _match_norm(v: GraphView, rs: Node) -> tuple[str, str, list[Node], float, st
     info = v.graph.tensors[sq.inputs[0]]
     axis = info.rank - 1
     width = info.shape[-1]
-    if not isinstance(width, int) or list(red.arguments[1]) != [axis] or not np.isclose(const[1], 1.0 / width, rtol=1e-6):
+    if not isinstance(width, int) or list(red.arguments[1]) != [axis] or not np.isclose(inv_width, 1.0 / width, rtol=1e-6):
         return None
     matched: list[Node] = [sq, red, mul, add]
     base = sq.inputs[0]
@@ -227,10 +219,10 @@ def _theta(v: GraphView, theta: str, half: int, seq: Any) -> tuple[str, float, f
     expand = v.node(pos_col, "ExpandDims")
     if expand is None:
         return None
-    scaled = v.node(expand.inputs[0], "Multiply")
-    if scaled is None or v.split_const(scaled) is None:
+    scaled = v.const_operand(expand.inputs[0], "Multiply")
+    if scaled is None:
         return None
-    pos, scale = v.split_const(scaled)
+    _, pos, scale = scaled
     shifted = v.node(pos, "Add")
     if shifted is None:
         return None
@@ -243,14 +235,14 @@ def _theta(v: GraphView, theta: str, half: int, seq: Any) -> tuple[str, float, f
         return None
     exp = v.node(inv, "Exp")
     if exp is not None:
-        m = v.node(exp.inputs[0], "Multiply")
-        split = v.split_const(m) if m is not None else None
+        split = v.const_operand(exp.inputs[0], "Multiply")
         if split is None:
             return None
-        ramp = v.node(split[0], "Arange")
+        _, ramp_name, slope = split
+        ramp = v.node(ramp_name, "Arange")
         if ramp is None or list(ramp.arguments) != [0.0, float(-half), -1.0]:
             return None
-        return offset, scale, _base_from_slope(split[1], half), None
+        return offset, scale, _base_from_slope(slope, half), None
     div = v.node(inv, "Divide")
     if div is not None and v.scalar(div.inputs[0]) == 1.0 and tuple(v.graph.tensors[div.inputs[1]].shape) == (half,):
         return offset, scale, None, div.inputs[1]
@@ -320,8 +312,7 @@ def fuse_rope(graph: Graph) -> int:
         replaced[id(out_node)] = fused
         count += 1
     if count:
-        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
-        remove_dead_nodes(graph)
+        replace_nodes(graph, replaced)
     return count
 
 
@@ -358,8 +349,7 @@ def fuse_attention(graph: Graph) -> int:
                                       [scale, causal, False, False, False])
         count += 1
     if count:
-        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
-        remove_dead_nodes(graph)
+        replace_nodes(graph, replaced)
     return count
 
 
@@ -387,11 +377,10 @@ def _match_attention(v: GraphView, sm: Node) -> tuple[Node, list[str], float, bo
         if int(gqa.arguments[0]) != 1:
             return None
         qs = gqa.inputs[0]
-    mul = v.node(qs, "Multiply")
-    split = v.split_const(mul) if mul is not None else None
+    split = v.const_operand(qs, "Multiply")
     if split is None:
         return None
-    q, scale = split
+    _, q, scale = split
     trans = v.node(kt, "Transpose")
     if trans is None:
         return None

@@ -50,6 +50,18 @@ class GraphView:
                 return node.inputs[1 - i], c
         return None
 
+    def const_operand(self, name: str, primitive: str) -> tuple[Node, str, float] | None:
+        """(node, other input, scalar) when ``name`` is a binary ``primitive`` of something and a scalar constant."""
+        node = self.node(name, primitive)
+        split = self.split_const(node) if node is not None else None
+        return None if split is None else (node, *split)
+
+
+def replace_nodes(graph: Graph, replaced: dict[int, Node]) -> None:
+    """Put ``replaced[id(node)]`` in each matched node's place, then drop what no output needs any more."""
+    graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
+    remove_dead_nodes(graph)
+
 
 def remove_dead_nodes(graph: Graph) -> int:
     """Drop nodes none of whose outputs is used (MLX primitives have no side effects).
