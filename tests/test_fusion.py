@@ -12,7 +12,7 @@ import pytest
 import mlxport
 from mlxport.capture import capture
 from mlxport.exporters.onnx import DEFAULT_OPSET
-from mlxport.passes import run_default_passes
+from mlxport.rewrite import run_default_passes
 
 mx.random.seed(3)
 W = mx.random.normal((16,))

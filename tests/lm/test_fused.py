@@ -1,4 +1,4 @@
-"""The graph rewritten for ONNX Runtime's fused kernels (``export_lm(..., fused=True)``, lm/ort_fused.py).
+"""The graph rewritten for ONNX Runtime's fused kernels (``export_lm(..., fused=True)``, rewrite/ort_fused.py; checked against MLX by lm/ort_fused.py).
 
 GroupQueryAttention writes the cache in place (GenAI shares past and present: ``past_present_share_buffer``),
 SkipSimplifiedLayerNormalization fuses the residual adds, sibling matmuls (q/k/v, gate/up) are merged. The

@@ -107,7 +107,7 @@ def test_parity(case: OpCase, shape_index: int, dtype: str, opset: int) -> None:
 
 
 def _op_counts(fn, *shapes, dynamic=None) -> dict[str, int]:
-    """ONNX op counts, less identity Transposes (exporters/optimize.py keeps one that names a graph output)."""
+    """ONNX op counts, less identity Transposes (rewrite/onnx_optimize.py keeps one that names a graph output)."""
     graph, _, _ = capture(fn, tuple(mx.zeros(s) for s in shapes), dynamic_axes=dynamic)
     counts: dict[str, int] = {}
     for n in lower(graph).proto.graph.node:
@@ -165,7 +165,7 @@ def test_number_of_elements(opset: int, inverted: bool, dtype: str) -> None:
         graph = ir_graph([x], Node(0, "NumberOfElements", ["x"], ["out"], [axes, inverted, dtype]), [out],
                           [DynamicAxis("batch", "x", 0, 2)])
         for n in (2, 5):
-            # Unoptimized: the optimizer folds a constant graph output away (exporters/optimize.py).
+            # Unoptimized: the optimizer folds a constant graph output away (rewrite/onnx_optimize.py).
             (got,) = ir_run(graph, {"x": np.zeros((n, 3, 4), np.float32)}, opset, optimize=False)
             count = float(np.prod([(n, 3, 4)[a] for a in axes]))
             want = np.array(1.0 / count if inverted else count).astype(dtype)

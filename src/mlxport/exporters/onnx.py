@@ -15,8 +15,8 @@ from onnx import TensorProto, helper
 from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
 from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
-from ..passes import run_default_passes
-from .optimize import optimize
+from ..rewrite import run_default_passes
+from ..rewrite.onnx_optimize import optimize
 
 # The newest opset whose every op version the pinned onnxruntime (1.32) has a CPU
 # kernel for (opset 25 brings Attention-25, which it lacks); tests/test_export_core.py

@@ -52,7 +52,7 @@ def lower_torch(graph: Graph) -> Any:
     torch = import_torch()
     import torch.fx as fx
 
-    from ..passes import run_default_passes
+    from ..rewrite import run_default_passes
     from ..torchops.registry import TorchContext, lookup
 
     check_supported(graph)

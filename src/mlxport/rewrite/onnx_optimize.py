@@ -15,12 +15,9 @@ import onnx
 from onnx import helper
 
 from ..ops.registry import ConvertContext, Initializer
+from .onnx_view import OnnxView, attrs
 
 _SMALL = 4096  # elements: folding below this never matters for file size
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _np_dtype(onnx_type: int) -> np.dtype:
@@ -51,7 +48,7 @@ _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
 
 
 def _evaluate(node: onnx.NodeProto, args: list[np.ndarray]) -> np.ndarray | None:
-    a = _attrs(node)
+    a = attrs(node)
     op = node.op_type
     if op == "Identity":
         return args[0]
@@ -106,7 +103,7 @@ def fold_constants(ctx: ConvertContext, uses: dict[str, int], outputs: set[str] 
             keep.append(node)
             continue
         if (node.op_type == "Cast" and inits[0].size > 64
-                and _np_dtype(_attrs(node)["to"]).itemsize > inits[0].dtype.itemsize):
+                and _np_dtype(attrs(node)["to"]).itemsize > inits[0].dtype.itemsize):
             # A widening cast of a weight would grow the file; the runtime folds it at load time.
             keep.append(node)
             continue
@@ -133,7 +130,7 @@ def fold_constants(ctx: ConvertContext, uses: dict[str, int], outputs: set[str] 
 
 def _lazy_meta(node: onnx.NodeProto, inits: list[Initializer], probe: list[np.ndarray | None]) -> tuple[Any, Any]:
     """Shape and dtype of a fold without materializing large inputs."""
-    op, a = node.op_type, _attrs(node)
+    op, a = node.op_type, attrs(node)
     src = inits[0]
     if op == "Identity":
         return src.shape, src.dtype
@@ -158,46 +155,24 @@ def _deferred(node: onnx.NodeProto, inits: list[Initializer]) -> Callable[[], np
     return make
 
 
-def _producers(nodes: list[onnx.NodeProto]) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in nodes for o in n.output}
-
-
-def _use_counts(nodes: list[onnx.NodeProto], outputs: list[str]) -> dict[str, int]:
-    uses: dict[str, int] = {}
-    for n in nodes:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    for o in outputs:
-        uses[o] = uses.get(o, 0) + 1
-    return uses
-
-
-def _rewire(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
-    for n in nodes:
-        for i, name in enumerate(n.input):
-            if name == old:
-                n.input[i] = new
-
-
 def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
     """Compose Transpose pairs, merge Reshape pairs, drop Identity and no-op Transposes."""
     changed = 0
-    uses = _use_counts(ctx.nodes, outputs)
-    prod = _producers(ctx.nodes)
-    out_set = set(outputs)
+    view = OnnxView(ctx.nodes, outputs)
+    uses, prod, out_set = view.use_counts(), view.producer, view.outputs
     removed: set[int] = set()
     for node in ctx.nodes:
         op = node.op_type
         first = prod.get(node.input[0]) if node.input else None
         if op == "Identity" and node.output[0] not in out_set:
-            _rewire(ctx.nodes, node.output[0], node.input[0])
+            view.rewire(node.output[0], node.input[0])
             removed.add(id(node))
             changed += 1
         elif op == "Transpose":
-            perm = list(_attrs(node).get("perm", []))
+            perm = list(attrs(node).get("perm", []))
             if first is not None and first.op_type == "Transpose" and id(first) not in removed \
                     and uses.get(first.output[0], 0) == 1:
-                inner = list(_attrs(first).get("perm", []))
+                inner = list(attrs(first).get("perm", []))
                 if inner and perm:
                     composed = [inner[p] for p in perm]
                     node.input[0] = first.input[0]
@@ -209,7 +184,7 @@ def cancel_layout_chains(ctx: ConvertContext, outputs: list[str]) -> int:
             if perm and perm == sorted(perm):
                 src = node.input[0]
                 if node.output[0] not in out_set:
-                    _rewire(ctx.nodes, node.output[0], src)
+                    view.rewire(node.output[0], src)
                     removed.add(id(node))
                     changed += 1
                 elif src in prod and id(prod[src]) not in removed and uses.get(src, 0) == 1 and src not in out_set:
@@ -237,7 +212,7 @@ _BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu"}
 
 
 def _perm_of(node: onnx.NodeProto) -> list[int]:
-    return list(_attrs(node).get("perm", []))
+    return list(attrs(node).get("perm", []))
 
 
 def sink_transposes(ctx: ConvertContext, outputs: list[str]) -> int:
@@ -251,17 +226,13 @@ def sink_transposes(ctx: ConvertContext, outputs: list[str]) -> int:
     moved = 0
     out_set = set(outputs)
     for _ in range(64):
-        uses = _use_counts(ctx.nodes, outputs)
-        users: dict[str, list[onnx.NodeProto]] = {}
-        for n in ctx.nodes:
-            for i in n.input:
-                users.setdefault(i, []).append(n)
+        view = OnnxView(ctx.nodes, outputs)
         step = False
         for t in list(ctx.nodes):
-            if t.op_type != "Transpose" or t.output[0] in out_set or uses.get(t.output[0], 0) != 1:
+            if t.op_type != "Transpose" or t.output[0] in out_set or view.uses(t.output[0]) != 1:
                 continue
             perm = _perm_of(t)
-            consumer = users.get(t.output[0], [None])[0]
+            consumer = view.consumers.get(t.output[0], [None])[0]
             if not perm or consumer is None or len(consumer.output) != 1:
                 continue
             if consumer.op_type in _UNARY_ELEMENTWISE and len(consumer.input) == 1:
@@ -300,7 +271,8 @@ def sink_transposes(ctx: ConvertContext, outputs: list[str]) -> int:
 
 def drop_unit_axis_round_trips(ctx: ConvertContext, outputs: list[str]) -> int:
     """Unsqueeze(x, A) -> Reduce*(axes within A, keepdims) -> Squeeze(A) is x: remove the chain."""
-    prod = _producers(ctx.nodes)
+    view = OnnxView(ctx.nodes, outputs)
+    prod = view.producer
     changed = 0
     for node in list(ctx.nodes):
         if not node.op_type.startswith("Reduce") or node.output[0] in outputs:
@@ -309,35 +281,34 @@ def drop_unit_axis_round_trips(ctx: ConvertContext, outputs: list[str]) -> int:
         if unsq is None or unsq.op_type != "Unsqueeze" or len(unsq.input) < 2:
             continue
         added = ctx.const_value(unsq.input[1])
-        axes = ctx.const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else _attrs(node).get("axes")
-        if added is None or axes is None or not _attrs(node).get("keepdims", 1):
+        axes = ctx.const_value(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs(node).get("axes")
+        if added is None or axes is None or not attrs(node).get("keepdims", 1):
             continue
         if set(int(a) for a in np.asarray(axes).reshape(-1)) <= set(int(a) for a in added.reshape(-1)):
-            _rewire(ctx.nodes, node.output[0], node.input[0])
+            view.rewire(node.output[0], node.input[0])
             changed += 1
     for node in list(ctx.nodes):
         if node.op_type != "Squeeze" or len(node.input) < 2 or node.output[0] in outputs:
             continue
-        unsq = _producers(ctx.nodes).get(node.input[0])
+        unsq = prod.get(node.input[0])
         if unsq is None or unsq.op_type != "Unsqueeze" or len(unsq.input) < 2:
             continue
         a, b = ctx.const_value(node.input[1]), ctx.const_value(unsq.input[1])
         if a is not None and b is not None and sorted(a.reshape(-1).tolist()) == sorted(b.reshape(-1).tolist()):
-            _rewire(ctx.nodes, node.output[0], unsq.input[0])
+            view.rewire(node.output[0], unsq.input[0])
             changed += 1
     return changed
 
 
 def _conv_bias(ctx: ConvertContext) -> int:
     """Conv(x, W) + b[1, C, 1...] -> Conv(x, W, b): the bias add joins the convolution."""
-    uses = _use_counts(ctx.nodes, [])
-    users: dict[str, onnx.NodeProto] = {i: n for n in ctx.nodes for i in n.input}
+    view = OnnxView(ctx.nodes)
     changed = 0
     for conv in ctx.nodes:
-        if conv.op_type != "Conv" or len(conv.input) > 2 or uses.get(conv.output[0], 0) != 1:
+        if conv.op_type != "Conv" or len(conv.input) > 2 or view.uses(conv.output[0]) != 1:
             continue
-        add = users.get(conv.output[0])
-        if add is None or add.op_type != "Add":
+        add = view.consumers[conv.output[0]][0]
+        if add.op_type != "Add":
             continue
         other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
         init = ctx.initializers.get(other)
@@ -352,7 +323,7 @@ def _conv_bias(ctx: ConvertContext) -> int:
         name = ctx.fresh("conv_bias")
         ctx.initializers[name] = Initializer((channels,), bias.dtype, np.ascontiguousarray(bias))
         conv.input.append(name)
-        _rewire(ctx.nodes, add.output[0], conv.output[0])
+        view.rewire(add.output[0], conv.output[0])
         changed += 1
     return changed
 
@@ -372,15 +343,14 @@ def fold_affine_into_conv(ctx: ConvertContext, outputs: list[str]) -> int:
 
     torch.onnx folds BatchNorm into the preceding Conv in eval mode; so do we.
     """
-    uses = _use_counts(ctx.nodes, outputs)
-    users: dict[str, onnx.NodeProto] = {i: n for n in ctx.nodes for i in n.input}
-    out_set = set(outputs)
+    view = OnnxView(ctx.nodes, outputs)
+    out_set = view.outputs
     changed = 0
     for conv in list(ctx.nodes):
-        if conv.op_type != "Conv" or conv.input[1] not in ctx.initializers or uses.get(conv.input[1], 0) != 1:
+        if conv.op_type != "Conv" or conv.input[1] not in ctx.initializers or view.uses(conv.input[1]) != 1:
             continue
         weight = ctx.initializers[conv.input[1]]
-        if weight.dtype.kind != "f" or int(_attrs(conv).get("group", 1)) < 1:
+        if weight.dtype.kind != "f" or int(attrs(conv).get("group", 1)) < 1:
             continue
         channels, rank = weight.shape[0], len(weight.shape)
         scale = np.ones(channels)
@@ -390,9 +360,9 @@ def fold_affine_into_conv(ctx: ConvertContext, outputs: list[str]) -> int:
                 continue
             shift = ctx.initializers[conv.input[2]].value().astype(np.float64).reshape(channels)
         cur, last = conv.output[0], None
-        while uses.get(cur, 0) == 1 and cur not in out_set:
-            op = users.get(cur)
-            if (op is None or op.op_type not in ("Add", "Sub", "Mul") or list(op.input).count(cur) != 1
+        while view.uses(cur) == 1 and cur not in out_set:
+            op = view.consumers[cur][0]
+            if (op.op_type not in ("Add", "Sub", "Mul") or list(op.input).count(cur) != 1
                     or op.output[0] in out_set):
                 break
             other = op.input[1] if op.input[0] == cur else op.input[0]
@@ -417,7 +387,7 @@ def fold_affine_into_conv(ctx: ConvertContext, outputs: list[str]) -> int:
         new_b = ctx.const(shift.astype(weight.dtype), hint="conv_b")
         del conv.input[1:]
         conv.input.extend([new_w, new_b])
-        _rewire(ctx.nodes, last.output[0], conv.output[0])
+        view.rewire(last.output[0], conv.output[0])
         changed += 1
     return changed
 
@@ -442,15 +412,8 @@ def peephole(ctx: ConvertContext) -> int:
 
 
 def eliminate_dead_code(ctx: ConvertContext, outputs: list[str]) -> int:
-    live = set(outputs)
-    keep: list[onnx.NodeProto] = []
-    for node in reversed(ctx.nodes):
-        if any(o in live for o in node.output):
-            keep.append(node)
-            live.update(i for i in node.input if i)
-    dropped = len(ctx.nodes) - len(keep)
-    ctx.nodes[:] = keep[::-1]
-    return dropped
+    """Drop the nodes no graph output depends on; returns how many."""
+    return OnnxView(ctx.nodes, outputs).remove_dead()
 
 
 def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
@@ -458,7 +421,7 @@ def optimize(ctx: ConvertContext, outputs: list[str]) -> dict[str, int]:
     stats = {"folded": 0, "layout": 0, "dead": 0}
     for _ in range(8):
         stats["dead"] += eliminate_dead_code(ctx, outputs)
-        f = fold_constants(ctx, _use_counts(ctx.nodes, outputs), set(outputs))
+        f = fold_constants(ctx, OnnxView(ctx.nodes, outputs).use_counts(), set(outputs))
         c = (sink_transposes(ctx, outputs) + fold_affine_into_conv(ctx, outputs) + cancel_layout_chains(ctx, outputs)
              + drop_unit_axis_round_trips(ctx, outputs) + peephole(ctx))
         stats["folded"] += f

@@ -18,56 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Graph, Node, TensorInfo
+from ..graph import Graph, Node, TensorInfo
+from .view import GraphView, replace_nodes
 
 
-class _View:
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.producer = {o: n for n in graph.nodes for o in n.outputs}
-        self.users = graph.consumers()
-        self.outputs = set(graph.output_sources.values())
-
-    def node(self, name: str, primitive: str) -> Node | None:
-        n = self.producer.get(name)
-        return n if n is not None and n.primitive == primitive else None
-
-    def only_user(self, name: str) -> Node | None:
-        users = self.users.get(name, [])
-        if len(users) != 1 or name in self.outputs:
-            return None
-        return users[0]
-
-    def scalar(self, name: str) -> float | None:
-        value = self.graph.constants.get(name)
-        if value is None or value.size != 1:
-            return None
-        return float(np.asarray(value, dtype=np.float32).reshape(-1)[0])
-
-    def split_const(self, node: Node) -> tuple[str, float] | None:
-        """(other input, scalar constant) of a binary node with one scalar-constant operand."""
-        for i in (0, 1):
-            c = self.scalar(node.inputs[i])
-            if c is not None:
-                return node.inputs[1 - i], c
-        return None
-
-
-def _mean_of(v: _View, name: str, width: int, axis: int) -> str | None:
+def _mean_of(v: GraphView, name: str, width: int, axis: int) -> str | None:
     """If ``name`` is sum(x, last axis) * (1/width), return x."""
-    mul = v.node(name, "Multiply")
-    if mul is None:
+    split = v.const_operand(name, "Multiply")
+    if split is None or not np.isclose(split[2], 1.0 / width, rtol=1e-6):
         return None
-    split = v.split_const(mul)
-    if split is None or not np.isclose(split[1], 1.0 / width, rtol=1e-6):
-        return None
-    red = v.node(split[0], "Reduce")
+    red = v.node(split[1], "Reduce")
     if red is None or int(red.arguments[0]) != 2 or list(red.arguments[1]) != [axis]:
         return None
     return red.inputs[0]
 
 
-def _match_tail(v: _View, normed: str, in_dtype: str) -> tuple[list[Node], str | None, str | None, str]:
+def _match_tail(v: GraphView, normed: str, in_dtype: str) -> tuple[list[Node], str | None, str | None, str]:
     """Optional AsType back to the input dtype, then optional * weight and + bias (1-D, last dim)."""
     used: list[Node] = []
     cur = normed
@@ -94,7 +60,7 @@ def _match_tail(v: _View, normed: str, in_dtype: str) -> tuple[list[Node], str |
 
 
 def _add_scalar(graph: Graph, value: float, dtype: str) -> str:
-    from .ops.registry import numpy_dtype
+    from ..ops.registry import numpy_dtype
 
     name = f"/fusion/{value:g}_{dtype}"
     if name not in graph.constants:
@@ -105,7 +71,7 @@ def _add_scalar(graph: Graph, value: float, dtype: str) -> str:
 
 def fuse_norms(graph: Graph) -> int:
     """Replace decomposed RMSNorm / LayerNorm patterns by fused nodes; returns how many."""
-    v = _View(graph)
+    v = GraphView(graph)
     drop: set[int] = set()
     new_nodes: dict[int, Node] = {}
     count = 0
@@ -144,22 +110,17 @@ def fuse_norms(graph: Graph) -> int:
     return count
 
 
-def _match_norm(v: _View, rs: Node) -> tuple[str, str, list[Node], float, str] | None:
+def _match_norm(v: GraphView, rs: Node) -> tuple[str, str, list[Node], float, str] | None:
     """Walk up from rsqrt: (kind, x, matched nodes, eps, the tensor rsqrt multiplies)."""
-    add = v.node(rs.inputs[0], "Add")
-    if add is None:
-        return None
-    split = v.split_const(add)
+    split = v.const_operand(rs.inputs[0], "Add")
     if split is None:
         return None
-    var_name, eps = split
-    mul = v.node(var_name, "Multiply")
-    if mul is None:
-        return None
-    const = v.split_const(mul)
+    add, var_name, eps = split
+    const = v.const_operand(var_name, "Multiply")
     if const is None:
         return None
-    red = v.node(const[0], "Reduce")
+    mul, reduced, inv_width = const
+    red = v.node(reduced, "Reduce")
     if red is None or int(red.arguments[0]) != 2:
         return None
     sq = v.node(red.inputs[0], "Square")
@@ -168,7 +129,7 @@ def _match_norm(v: _View, rs: Node) -> tuple[str, str, list[Node], float, str] |
     info = v.graph.tensors[sq.inputs[0]]
     axis = info.rank - 1
     width = info.shape[-1]
-    if not isinstance(width, int) or list(red.arguments[1]) != [axis] or not np.isclose(const[1], 1.0 / width, rtol=1e-6):
+    if not isinstance(width, int) or list(red.arguments[1]) != [axis] or not np.isclose(inv_width, 1.0 / width, rtol=1e-6):
         return None
     matched: list[Node] = [sq, red, mul, add]
     base = sq.inputs[0]
@@ -190,22 +151,19 @@ def _match_norm(v: _View, rs: Node) -> tuple[str, str, list[Node], float, str] |
     return kind, x, matched, float(np.float32(eps)), base
 
 
-__all__: list[Any] = ["fuse_norms"]
-
-
-def _strip_astype(v: _View, name: str) -> str:
+def _strip_astype(v: GraphView, name: str) -> str:
     node = v.node(name, "AsType")
     return node.inputs[0] if node is not None else name
 
 
-def _binary_pair(v: _View, name: str, prim: str) -> tuple[str, str, Node] | None:
+def _binary_pair(v: GraphView, name: str, prim: str) -> tuple[str, str, Node] | None:
     node = v.node(name, prim)
     if node is None or len(node.inputs) != 2:
         return None
     return node.inputs[0], node.inputs[1], node
 
 
-def _half_slices(v: _View, a: str, b: str) -> tuple[str, int, bool] | None:
+def _half_slices(v: GraphView, a: str, b: str) -> tuple[str, int, bool] | None:
     """(x, half, traditional) when a/b are x's rotary halves: [:h]/[h:2h] or [0:2h:2]/[1:2h:2]."""
     sa, sb = v.node(a, "Slice"), v.node(b, "Slice")
     if sa is None or sb is None or sa.inputs[0] != sb.inputs[0]:
@@ -224,7 +182,7 @@ def _half_slices(v: _View, a: str, b: str) -> tuple[str, int, bool] | None:
     return None
 
 
-def _rotation(v: _View, r1: str, r2: str) -> tuple[str, str, str, str, list[Node]] | None:
+def _rotation(v: GraphView, r1: str, r2: str) -> tuple[str, str, str, str, list[Node]] | None:
     """r1 = a*cos - b*sin, r2 = a*sin + b*cos  ->  (a, b, cos, sin, nodes)."""
     sub = _binary_pair(v, r1, "Subtract")
     add = _binary_pair(v, r2, "Add")
@@ -250,7 +208,7 @@ def _rotation(v: _View, r1: str, r2: str) -> tuple[str, str, str, str, list[Node
     return a, b, c.inputs[0], s.inputs[0], [sub[2], add[2], m1, m2, m3, m4]
 
 
-def _theta(v: _View, theta: str, half: int, seq: Any) -> tuple[str, float, float | None, str | None] | None:
+def _theta(v: GraphView, theta: str, half: int, seq: Any) -> tuple[str, float, float | None, str | None] | None:
     """theta = (arange(L) + offset) * scale [:, None] * inv_freq -> (offset, scale, base, freqs)."""
     mul = v.node(theta, "Multiply")
     if mul is None:
@@ -261,10 +219,10 @@ def _theta(v: _View, theta: str, half: int, seq: Any) -> tuple[str, float, float
     expand = v.node(pos_col, "ExpandDims")
     if expand is None:
         return None
-    scaled = v.node(expand.inputs[0], "Multiply")
-    if scaled is None or v.split_const(scaled) is None:
+    scaled = v.const_operand(expand.inputs[0], "Multiply")
+    if scaled is None:
         return None
-    pos, scale = v.split_const(scaled)
+    _, pos, scale = scaled
     shifted = v.node(pos, "Add")
     if shifted is None:
         return None
@@ -277,14 +235,14 @@ def _theta(v: _View, theta: str, half: int, seq: Any) -> tuple[str, float, float
         return None
     exp = v.node(inv, "Exp")
     if exp is not None:
-        m = v.node(exp.inputs[0], "Multiply")
-        split = v.split_const(m) if m is not None else None
+        split = v.const_operand(exp.inputs[0], "Multiply")
         if split is None:
             return None
-        ramp = v.node(split[0], "Arange")
+        _, ramp_name, slope = split
+        ramp = v.node(ramp_name, "Arange")
         if ramp is None or list(ramp.arguments) != [0.0, float(-half), -1.0]:
             return None
-        return offset, scale, _base_from_slope(split[1], half), None
+        return offset, scale, _base_from_slope(slope, half), None
     div = v.node(inv, "Divide")
     if div is not None and v.scalar(div.inputs[0]) == 1.0 and tuple(v.graph.tensors[div.inputs[1]].shape) == (half,):
         return offset, scale, None, div.inputs[1]
@@ -302,7 +260,7 @@ def _base_from_slope(slope: float, half: int) -> float:
 
 def fuse_rope(graph: Graph) -> int:
     """Replace decomposed mx.fast.rope patterns (both layouts, partial dims) by RoPE nodes."""
-    v = _View(graph)
+    v = GraphView(graph)
     count = 0
     replaced: dict[int, Node] = {}
     for cat in graph.nodes:
@@ -354,18 +312,11 @@ def fuse_rope(graph: Graph) -> int:
         replaced[id(out_node)] = fused
         count += 1
     if count:
-        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
-        _remove_dead(graph)
+        replace_nodes(graph, replaced)
     return count
 
 
-def _remove_dead(graph: Graph) -> None:
-    from .passes import remove_dead_nodes
-
-    remove_dead_nodes(graph)
-
-
-def _is_causal_mask(v: _View, name: str, length: Any) -> bool:
+def _is_causal_mask(v: GraphView, name: str, length: Any) -> bool:
     """GreaterEqual(arange(L)[:, None], arange(L)[None]) — the mask MLX builds for mask="causal"."""
     ge = v.node(name, "GreaterEqual")
     if ge is None:
@@ -384,7 +335,7 @@ def _finfo_max(dtype: str) -> float:
 
 def fuse_attention(graph: Graph) -> int:
     """Replace decomposed mx.fast.scaled_dot_product_attention by ScaledDotProductAttention nodes."""
-    v = _View(graph)
+    v = GraphView(graph)
     count = 0
     replaced: dict[int, Node] = {}
     for sm in graph.nodes:
@@ -398,12 +349,11 @@ def fuse_attention(graph: Graph) -> int:
                                       [scale, causal, False, False, False])
         count += 1
     if count:
-        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
-        _remove_dead(graph)
+        replace_nodes(graph, replaced)
     return count
 
 
-def _match_attention(v: _View, sm: Node) -> tuple[Node, list[str], float, bool] | None:
+def _match_attention(v: GraphView, sm: Node) -> tuple[Node, list[str], float, bool] | None:
     scores = sm.inputs[0]
     mask: str | None = None
     causal = False
@@ -427,11 +377,10 @@ def _match_attention(v: _View, sm: Node) -> tuple[Node, list[str], float, bool] 
         if int(gqa.arguments[0]) != 1:
             return None
         qs = gqa.inputs[0]
-    mul = v.node(qs, "Multiply")
-    split = v.split_const(mul) if mul is not None else None
+    split = v.const_operand(qs, "Multiply")
     if split is None:
         return None
-    q, scale = split
+    _, q, scale = split
     trans = v.node(kt, "Transpose")
     if trans is None:
         return None

@@ -1,11 +1,11 @@
-"""Backend-neutral rewrites of the captured graph, run before any lowering."""
+"""Backend-neutral clean-up rewrites of the captured IR graph, run before any lowering."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
-from .graph import Dim, Graph, Node
+from ..graph import Dim, Graph, Node
+from .view import GraphView, remove_dead_nodes
 
 # Primitives whose inputs broadcast numpy-style in ONNX and torch alike.
 NUMPY_BROADCASTING = {
@@ -33,15 +33,14 @@ def elide_broadcasts(graph: Graph) -> int:
     MLX makes broadcasting explicit (``Broadcast`` before ``Add``); ONNX's
     elementwise ops broadcast implicitly, so the Expand would only cost time.
     """
-    users = graph.consumers()
-    outputs = set(graph.output_sources.values())
+    view = GraphView(graph)
     replace: dict[str, str] = {}
     keep: list[Node] = []
     for node in graph.nodes:
         node.inputs = [replace.get(n, n) for n in node.inputs]
-        if node.primitive == "Broadcast" and node.outputs[0] not in outputs:
+        if node.primitive == "Broadcast" and node.outputs[0] not in view.outputs:
             out, src = node.outputs[0], node.inputs[0]
-            consumers = users.get(out, [])
+            consumers = view.users.get(out, [])
             if consumers and all(_elidable(graph, c, out, src, replace) for c in consumers):
                 replace[out] = src
                 continue
@@ -68,34 +67,6 @@ def _elidable(graph: Graph, consumer: Node, out: str, src: str, replace: dict[st
     shapes = [graph.tensors[src if n == out else replace.get(n, n)].shape for n in consumer.inputs]
     target = graph.tensors[consumer.outputs[0]].shape
     return _broadcast(shapes) == tuple(target)
-
-
-def run_default_passes(graph: Graph, *, bfloat16_as_float32: bool = True,
-                       supports: Callable[[str], bool] = lambda _prim: True) -> Graph:
-    """Apply the rewrites to a copy (the captured graph serves several targets).
-
-    ``supports(primitive)`` tells whether the target can lower a fused primitive
-    the passes may introduce (RMSNorm, LayerNorm).
-    """
-    graph = dataclasses.replace(graph, nodes=[dataclasses.replace(n, inputs=list(n.inputs)) for n in graph.nodes],
-                                constants=dict(graph.constants), tensors=dict(graph.tensors))
-    if bfloat16_as_float32:
-        graph = compute_bfloat16_in_float32(graph)
-    dedupe_small_constants(graph)
-    eliminate_common_subexpressions(graph)
-    elide_broadcasts(graph)
-    collapse_flattened_matmuls(graph)
-    merge_reshapes(graph)
-    from .fusion import fuse_attention, fuse_norms, fuse_rope
-
-    if supports("RMSNorm") and supports("LayerNorm"):
-        fuse_norms(graph)
-    if supports("RoPE"):
-        fuse_rope(graph)
-    if supports("ScaledDotProductAttention"):
-        fuse_attention(graph)
-    return graph
-
 
 
 def compute_bfloat16_in_float32(graph: Graph) -> Graph:
@@ -204,9 +175,8 @@ def collapse_flattened_matmuls(graph: Graph) -> int:
     takes the batched input directly. Not for a transposed constant weight
     (nn.Linear), which lowers to Gemm(transB=1) on the flat input instead.
     """
-    producer = {o: n for n in graph.nodes for o in n.outputs}
-    users = graph.consumers()
-    outputs = set(graph.output_sources.values())
+    view = GraphView(graph)
+    producer, users, outputs = view.producer, view.users, view.outputs
     drop: set[int] = set()
     changed = 0
     for unflat in graph.nodes:
@@ -248,9 +218,8 @@ _RESHAPES = {"Reshape", "Flatten", "Unflatten"}
 
 def merge_reshapes(graph: Graph) -> int:
     """Reshape(Reshape(x)) -> Reshape(x): only the final shape matters (Flatten/Unflatten alike)."""
-    producer = {o: n for n in graph.nodes for o in n.outputs}
-    users = graph.consumers()
-    outputs = set(graph.output_sources.values())
+    view = GraphView(graph)
+    producer, users, outputs = view.producer, view.users, view.outputs
     merged = 0
     for node in graph.nodes:
         if node.primitive not in _RESHAPES:
@@ -264,16 +233,3 @@ def merge_reshapes(graph: Graph) -> int:
     if merged:
         remove_dead_nodes(graph)
     return merged
-
-
-def remove_dead_nodes(graph: Graph) -> int:
-    """Drop nodes none of whose outputs is used (MLX primitives have no side effects)."""
-    live = set(graph.output_sources.values())
-    keep: list[Node] = []
-    for node in reversed(graph.nodes):
-        if any(o in live for o in node.outputs):
-            keep.append(node)
-            live.update(node.inputs)
-    dropped = len(graph.nodes) - len(keep)
-    graph.nodes = keep[::-1]
-    return dropped
