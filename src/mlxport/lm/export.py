@@ -115,7 +115,8 @@ def export_lm(
         group_size: quantization group size for int4/int8 (32, 64 or 128).
         portable: standard ONNX ops only at opset 17 (any runtime), no ONNX Runtime contrib ops.
         fused: rewrite the graph for ONNX Runtime's fused CPU kernels (GroupQueryAttention with the cache shared
-            in place, SkipSimplifiedLayerNormalization, merged q/k/v and gate/up matmuls; see rewrite/ort_fused.py (the check against MLX: lm/ort_fused.py)).
+            in place, SkipSimplifiedLayerNormalization, merged q/k/v and gate/up matmuls; see
+            rewrite/ort_fused.py, and lm/ort_fused.py for its check against MLX).
             None (default): fused unless ``portable``, keeping the standard graph (reason in the report) when the
             rewrite does not recognise the graph or the result fails the check against MLX. True: fused or an
             error. False: the standard graph (Concat cache, opset-23 Attention). Cannot be True with ``portable``.
