@@ -375,7 +375,7 @@ def _export_tflite(graph: Graph, examples: list[np.ndarray], path: Path, quantiz
 def _export_torch(graph: Graph, examples: list[np.ndarray], path: Path, fmt: str) -> None:
     """TorchScript or torch.export from the torch lowering of the graph."""
     from .exporters.torch import lower_torch, save_exported, save_torchscript
-    from .torchops.registry import to_tensor
+    from .dtypes import to_tensor
     from .validate import validation_inputs
 
     module = lower_torch(graph)

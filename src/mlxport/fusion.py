@@ -94,7 +94,7 @@ def _match_tail(v: _View, normed: str, in_dtype: str) -> tuple[list[Node], str |
 
 
 def _add_scalar(graph: Graph, value: float, dtype: str) -> str:
-    from .ops.registry import numpy_dtype
+    from .dtypes import numpy_dtype
 
     name = f"/fusion/{value:g}_{dtype}"
     if name not in graph.constants:

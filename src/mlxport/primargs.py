@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dtypes import FLOAT_DTYPES
 from .errors import UnsupportedArgumentError
 from .graph import Node, SymExpr, TensorInfo
 
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
 # mlx::core::QuantizationMode order, and the affine bit widths MLX packs.
 QUANT_MODES = {0: "affine", 1: "mxfp4", 2: "mxfp8", 3: "nvfp4"}

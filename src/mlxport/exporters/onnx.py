@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 
 from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
-from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
+from ..dtypes import onnx_dtype, onnx_dtype_of
+from ..ops.registry import ConvertContext, Initializer, load_all, lookup
 from ..passes import run_default_passes
 from .optimize import optimize
 
@@ -183,16 +184,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _np_to_onnx_type(dtype: np.dtype) -> int:
-    name = "bfloat16" if dtype.name == "bfloat16" else dtype.name
-    return onnx_dtype(name)
-
-
 def _tensor_header(name: str, shape: tuple[int, ...], dtype: np.dtype) -> TensorProto:
     t = TensorProto()
     t.name = name
     t.dims.extend(int(d) for d in shape)
-    t.data_type = _np_to_onnx_type(dtype)
+    t.data_type = onnx_dtype_of(dtype)
     return t
 
 
@@ -332,5 +328,5 @@ def check(model: OnnxModel) -> None:
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     for name, init in model.initializers.items():
-        proto.graph.input.append(helper.make_tensor_value_info(name, _np_to_onnx_type(init.dtype), list(init.shape)))
+        proto.graph.input.append(helper.make_tensor_value_info(name, onnx_dtype_of(init.dtype), list(init.shape)))
     onnx.checker.check_model(proto)

@@ -88,7 +88,7 @@ def _identifier(name: str) -> str:
 
 def example_tensors(arrays: list[Any]) -> tuple[Any, ...]:
     from ..capture import to_numpy
-    from ..torchops.registry import to_tensor
+    from ..dtypes import to_tensor
 
     return tuple(to_tensor(to_numpy(a)) for a in arrays)
 

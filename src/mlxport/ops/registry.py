@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from ..errors import UnsupportedArgumentError
+from ..dtypes import FLOAT_DTYPES, numpy_dtype, onnx_dtype  # noqa: F401  (re-exported for translations)
 from ..primargs import args_error  # noqa: F401  (re-exported for translations)
 from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
 
@@ -84,35 +85,6 @@ def registrations() -> dict[str, list[Registration]]:
 def load_all() -> None:
     """Import every op family so its registrations run."""
     from . import elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
-
-
-# ----------------------------------------------------------------------------
-# dtypes
-# ----------------------------------------------------------------------------
-
-ONNX_DTYPES: dict[str, int] = {
-    "bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "uint16": TensorProto.UINT16,
-    "uint32": TensorProto.UINT32, "uint64": TensorProto.UINT64, "int8": TensorProto.INT8,
-    "int16": TensorProto.INT16, "int32": TensorProto.INT32, "int64": TensorProto.INT64,
-    "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16, "float32": TensorProto.FLOAT,
-    "float64": TensorProto.DOUBLE,
-}
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
-
-
-def onnx_dtype(name: str) -> int:
-    try:
-        return ONNX_DTYPES[name]
-    except KeyError:
-        raise UnsupportedArgumentError(f"dtype {name} has no ONNX equivalent; supported: {', '.join(ONNX_DTYPES)}") from None
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 # ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UnsupportedArgumentError
+from ..dtypes import to_tensor, torch_dtype  # noqa: F401  (re-exported for translations)
 from ..primargs import args_error  # noqa: F401  (re-exported for translations)
 from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
 
@@ -64,32 +65,6 @@ def registrations() -> dict[str, Registration]:
 def load_all() -> None:
     """Import every torch op family so its registrations run."""
     from . import elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
-
-
-_TORCH_DTYPES = {
-    "bool": "bool", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "float16": "float16",
-    "bfloat16": "bfloat16", "float32": "float32", "float64": "float64",
-}
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    try:
-        return getattr(torch, _TORCH_DTYPES[name])
-    except KeyError:
-        raise UnsupportedArgumentError(f"dtype {name} has no torch equivalent; supported: {', '.join(_TORCH_DTYPES)}") from None
-
-
-def to_tensor(value: np.ndarray) -> Any:
-    """A torch tensor sharing nothing with MLX's buffers (bfloat16 through its bits)."""
-    import torch
-
-    arr = np.array(value, copy=True, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray does not)
-    if arr.dtype.name == "bfloat16":
-        return torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(arr)
 
 
 @dataclass
