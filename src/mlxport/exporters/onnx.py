@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
 from ..dtypes import onnx_dtype, onnx_dtype_of
-from ..ops.registry import ConvertContext, Initializer, load_all, lookup
+from ..targets import lowering
+from ..targets.onnx.context import ONNX, ConvertContext, Initializer
 from ..passes import run_default_passes
 from .optimize import optimize
 
@@ -58,21 +58,8 @@ class OnnxModel:
 
 
 def check_supported(graph: Graph, opset: int) -> None:
-    """Raise one UnsupportedPrimitiveError listing every primitive without a translation."""
-    load_all()
-    missing: dict[str, list] = {}
-    for node in graph.nodes:
-        if lookup(node.primitive, opset) is None:
-            missing.setdefault(node.primitive, []).append(node)
-    if not missing:
-        return
-    lines = [f"{len(missing)} MLX primitive{'s' if len(missing) > 1 else ''} "
-             f"{'have' if len(missing) > 1 else 'has'} no ONNX translation (target opset {opset}):"]
-    width = max(len(k) for k in missing)
-    for name, nodes in sorted(missing.items(), key=lambda kv: kv[1][0].index):
-        lines.append(f"  - {name} ×{len(nodes)}".ljust(width + 9) + f" (first: {nodes[0].describe(graph)})")
-    lines.append("See `mlxport ops`; to add one, see docs/adding_ops.md.")
-    raise UnsupportedPrimitiveError("\n".join(lines))
+    """Raise one UnsupportedPrimitiveError listing every primitive without an ONNX translation at ``opset``."""
+    lowering.check_supported(graph, ONNX, opset)
 
 
 def _value_info(info: TensorInfo, name: str) -> onnx.ValueInfoProto:
@@ -102,7 +89,7 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
         raise UnsupportedArgumentError(
             f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}; got {opset}")
     check_supported(graph, opset)
-    graph = run_default_passes(graph, supports=lambda prim: lookup(prim, opset) is not None)
+    graph = run_default_passes(graph, supports=lambda prim: ONNX.supports(prim, opset))
     ctx = ConvertContext(graph, opset)
     if contrib_ops is not None:
         ctx.options["contrib_ops"] = bool(contrib_ops)
@@ -113,17 +100,7 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
     for name, arr in graph.constants.items():
         ctx.values[name] = name
         ctx.initializers[name] = Initializer(arr.shape, arr.dtype, arr)
-    for node in graph.nodes:
-        ctx.current = node
-        reg = lookup(node.primitive, opset)
-        assert reg is not None  # check_supported ran
-        outs = reg.func(ctx, node)
-        if len(outs) != len(node.outputs):
-            raise RuntimeError(f"translation of {node.primitive} returned {len(outs)} values for "
-                               f"{len(node.outputs)} outputs (node {node.index})")
-        for ir_name, onnx_name in zip(node.outputs, outs):
-            ctx.values[ir_name] = onnx_name
-    ctx.current = None
+    lowering.translate_nodes(graph, ONNX, ctx, opset)
     outputs = _bind_outputs(ctx, graph)
     stats: dict[str, Any] = {"nodes_before_optimize": len(ctx.nodes)}
     if optimize_graph:

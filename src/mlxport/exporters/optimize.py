@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..ops.registry import ConvertContext, Initializer
+from ..targets.onnx.context import ConvertContext, Initializer
 
 _SMALL = 4096  # elements: folding below this never matters for file size
 

@@ -14,8 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..graph import Node
-from .registry import FLOAT_DTYPES, ConvertContext, args_error, onnx_op, register_direct
+from ...dtypes import FLOAT_DTYPES
+from ...graph import Node
+from ..args import args_error
+from .context import ConvertContext, onnx_op, register_direct
 
 _DIRECT = {
     "Divide": "Div", "Equal": "Equal",

@@ -7,9 +7,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..graph import Dim, Node
-from ..ops.linalg import is_batch_iota
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node
+from ..args import args_error
+from ..common import is_batch_iota
+from .context import TorchContext, torch_op
 
 
 @torch_op("Matmul")
@@ -45,7 +47,7 @@ def take_batch(ctx: TorchContext, x: Any, shape: Sequence[Dim], index: str) -> A
 def batch_operand(ctx: TorchContext, node: Node, operand: int, index: int) -> Any:
     """operand[index] for a gathered product: the operand itself when the index is an iota."""
     info = ctx.in_info(node, operand)
-    if is_batch_iota(ctx, node.inputs[index], info.shape[:-2]):  # type: ignore[arg-type]
+    if is_batch_iota(ctx.graph, node.inputs[index], info.shape[:-2]):
         return ctx.input(node, operand)
     return take_batch(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
 

@@ -10,10 +10,11 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from ..graph import Dim, Node, SymExpr
-from ..primargs import gather_args
-from .registry import ConvertContext, args_error, onnx_op, static_ints
-from .shape import INT64_MAX, dim_add, ints_const, slice_axes
+from ...graph import Dim, Node, SymExpr
+from ..args import args_error, gather_args, static_ints
+from ..common import dim_add
+from .context import ConvertContext, onnx_op
+from .shape import INT64_MAX, ints_const, slice_axes
 
 # mlx::core::Scatter::ReduceType and SliceUpdate::ReduceType order: Max, Min, Sum, Prod, None.
 _SCATTER_REDUCTIONS = ["max", "min", "add", "mul", "none"]

@@ -2,7 +2,7 @@
 
 The uint32 words, scales and biases stay module buffers as MLX stores them and
 are dequantized at run time (the layout and modes are described in
-ops/quant.py). torch's uint32 has almost no kernels (no shifts or masks), so
+targets/onnx/quant.py). torch's uint32 has almost no kernels (no shifts or masks), so
 the words are widened to int64 for the unpacking.
 """
 
@@ -13,12 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..graph import Node
-from ..ops.linalg import is_batch_iota
-from ..ops.quant import _FP4_E2M1, _e8m0_table, _fp8_e4m3_table
+from ...dtypes import torch_dtype
+from ...graph import Node
+from ..args import args_error, quant_args
+from ..common import FP4_E2M1, e8m0_table, fp8_e4m3_table, is_batch_iota
+from .context import TorchContext, torch_op
 from .linalg import batch_operand, take_batch
-from ..primargs import quant_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
 
 _WORD = 0xFFFFFFFF
 
@@ -54,9 +54,9 @@ def _dequantize(ctx: TorchContext, parts: Sequence[Any], group: int, bits: int, 
         values = ctx.method("to", codes, torch.float32)
         scale = ctx.method("to", parts[1], torch.float32)
     else:
-        lut = _FP4_E2M1 if bits == 4 else _fp8_e4m3_table()
+        lut = FP4_E2M1 if bits == 4 else fp8_e4m3_table()
         values = ctx.call(torch.take, ctx.buffer(lut, hint="lut"), codes)
-        table = _fp8_e4m3_table() if group == 16 else _e8m0_table()
+        table = fp8_e4m3_table() if group == 16 else e8m0_table()
         scale = ctx.call(torch.take, ctx.buffer(table, hint="scale_lut"), ctx.method("to", parts[1], torch.int64))
     grouped = ctx.call(torch.unflatten, values, -1, [-1, group])
     grouped = ctx.call(torch.mul, grouped, ctx.call(torch.unsqueeze, scale, -1))
@@ -88,7 +88,7 @@ def convert_gather_qmm(ctx: TorchContext, node: Node) -> list:
     inputs = range(1, 4 if mode == "affine" else 3)
     parts = [ctx.input(node, i) for i in inputs]
     # Only the experts picked are unpacked: the selection works on the packed words.
-    if not is_batch_iota(ctx, node.inputs[rhs], ctx.in_info(node, 1).shape[:-2]):  # type: ignore[arg-type]
+    if not is_batch_iota(ctx.graph, node.inputs[rhs], ctx.in_info(node, 1).shape[:-2]):
         parts = [take_batch(ctx, p, ctx.in_info(node, i).shape, node.inputs[rhs]) for p, i in zip(parts, inputs)]
     w = _dequantize(ctx, parts, group, bits, mode, ctx.out_info(node).dtype)
     return [_product(ctx, x, w, bool(node.arguments[3]))]

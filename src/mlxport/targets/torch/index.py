@@ -12,10 +12,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..graph import Dim, Node, SymExpr
-from ..ops.shape import dim_add, dim_scale
-from ..primargs import gather_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node, SymExpr
+from ..args import args_error, gather_args
+from ..common import dim_add, dim_scale
+from .context import TorchContext, torch_op
 
 # mlx::core::Scatter::ReduceType and SliceUpdate::ReduceType order: Max, Min, Sum, Prod, None.
 _SCATTER_REDUCTIONS = ["max", "min", "add", "mul", "none"]

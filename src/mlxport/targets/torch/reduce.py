@@ -6,9 +6,10 @@ import operator
 
 import torch
 
-from ..graph import Node
-from ..primargs import FLOAT_DTYPES, axis_arg, scan_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import FLOAT_DTYPES, torch_dtype
+from ...graph import Node
+from ..args import args_error, axis_arg, scan_args
+from .context import TorchContext, torch_op
 from .windows import pooled_reduce
 
 # mlx::core::Reduce::ReduceType order: And, Or, Sum, Prod, Min, Max

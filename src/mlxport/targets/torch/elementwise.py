@@ -3,8 +3,10 @@
 from __future__ import annotations
 import torch
 
-from ..graph import Node
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Node
+from ..args import args_error
+from .context import TorchContext, torch_op
 
 # Argument-free 1:1 mappings, registered one function per primitive below.
 _DIRECT = {

@@ -7,8 +7,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..graph import Dim, Graph, Node, SymExpr, is_static
-from .registry import ConvertContext, args_error, numpy_dtype, onnx_op, static_ints
+from ...dtypes import numpy_dtype
+from ...graph import Dim, Graph, Node, SymExpr, is_static
+from ..args import args_error, static_ints
+from ..common import ir_producer
+from .context import ConvertContext, onnx_op
 from .shape import INT64_MAX, reshape
 
 INT64_MIN = -INT64_MAX - 1
@@ -22,13 +25,6 @@ def _to_channels_first(rank: int) -> list[int]:
 
 def _to_channels_last(rank: int) -> list[int]:
     return [0, *range(2, rank), 1]
-
-
-def _ir_producer(graph: Graph, name: str) -> Node | None:
-    for node in graph.nodes:
-        if name in node.outputs:
-            return node
-    return None
 
 
 def _ints(ctx: ConvertContext, values: Sequence[int]) -> str:
@@ -157,7 +153,7 @@ def _pool_window(ctx: ConvertContext, node: Node) -> str | None:
         return None
     if node.outputs[0] in graph.output_sources.values():
         return None
-    src = _ir_producer(graph, node.inputs[0])
+    src = ir_producer(graph, node.inputs[0])
     if src is None or src.primitive not in ("Flatten", "Reshape"):
         return None
     info = graph.tensors[src.inputs[0]]
@@ -210,7 +206,7 @@ def _pool_window(ctx: ConvertContext, node: Node) -> str | None:
 def _pool_padding(ctx: ConvertContext, name: str, kind: int, kernel: list[int]) -> tuple[str, list[int]]:
     """Fold an explicit spatial Pad (-inf for max, 0 for sum) in front of the window into the pool's pads."""
     graph = ctx.graph
-    pad = _ir_producer(graph, name)
+    pad = ir_producer(graph, name)
     rank = graph.tensors[name].rank
     none = (ctx.values[name], [0] * (2 * (rank - 2)))
     if pad is None or pad.primitive != "Pad" or len(graph.consumers().get(name, [])) != 1:
@@ -454,7 +450,7 @@ def _causal_mask(ctx: ConvertContext, q_len: Dim, k_len: Dim) -> str:
 def _sdpa_mask(ctx: ConvertContext, node: Node) -> tuple[str, tuple[Dim, ...]]:
     """The mask input and its shape, looking through MLX's broadcast to (B, Nq, qL, kL)."""
     name = node.inputs[3]
-    src = _ir_producer(ctx.graph, name)
+    src = ir_producer(ctx.graph, name)
     if src is not None and src.primitive == "Broadcast":
         name = src.inputs[0]
     return ctx.values[name], ctx.graph.tensors[name].shape

@@ -1,12 +1,18 @@
-"""Decoding of MLX primitives' arguments shared by every target (what state() holds, and its limits)."""
+"""Typed parsers of MLX primitives' arguments, shared by every target.
+
+A node's ``arguments`` are its primitive's ``state()`` (mlx/primitives.h). Each
+parser here decodes one layout, checks it against what the targets can lower and
+raises the one wording of each argument error: an UnsupportedArgumentError with
+the ``[Primitive]`` prefix that says what is allowed and what was given.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
-from .dtypes import FLOAT_DTYPES
-from .errors import UnsupportedArgumentError
-from .graph import Node, SymExpr, TensorInfo
+from ..dtypes import FLOAT_DTYPES
+from ..errors import UnsupportedArgumentError
+from ..graph import Node, SymExpr, TensorInfo
 
 
 # mlx::core::QuantizationMode order, and the affine bit widths MLX packs.
@@ -20,6 +26,16 @@ SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
 def args_error(node: Node, message: str) -> UnsupportedArgumentError:
     """An UnsupportedArgumentError with the `[Primitive]` prefix."""
     return UnsupportedArgumentError(f"[{node.primitive}] {message}")
+
+
+def static_ints(node: Node, values: Iterable[Any], what: str) -> list[int]:
+    """Require a list of static ints (no dynamic dimension) in an argument."""
+    out = []
+    for v in values:
+        if isinstance(v, SymExpr):
+            raise args_error(node, f"{what} must not depend on a dynamic axis; got {v}")
+        out.append(int(v))
+    return out
 
 
 def quant_args(node: Node) -> tuple[int, int, str]:

@@ -10,8 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..graph import Dim, Node, SymExpr, is_static
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node, SymExpr, is_static
+from ..args import args_error
+from ..common import ir_producer
+from .context import TorchContext, torch_op
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -230,13 +233,6 @@ def convert_rope(ctx: TorchContext, node: Node) -> list:
     return [ctx.call(torch.cat, parts, -1)]
 
 
-def _ir_producer(ctx: TorchContext, name: str) -> Node | None:
-    for node in ctx.graph.nodes:
-        if name in node.outputs:
-            return node
-    return None
-
-
 def _causal_mask(ctx: TorchContext, q_len: Dim, k_len: Dim) -> Any:
     """bool (qL, kL): query i sees key j when j <= i + kL - qL (bottom-right aligned, like MLX)."""
     def make() -> Any:
@@ -280,7 +276,7 @@ def convert_sdpa(ctx: TorchContext, node: Node) -> list:
         else:
             # Look through MLX's broadcast of the mask to (B, Nq, qL, kL).
             name = node.inputs[3]
-            src = _ir_producer(ctx, name)
+            src = ir_producer(ctx.graph, name)
             if src is not None and src.primitive == "Broadcast":
                 name = src.inputs[0]
             mask, mask_shape, mask_dtype = ctx.values[name], ctx.graph.tensors[name].shape, ctx.in_info(node, 3).dtype

@@ -8,11 +8,11 @@ import operator
 import numpy as np
 import torch
 
-from ..graph import Node, SymExpr
-from ..ops.registry import numpy_dtype
-from ..ops.shape import _arange_static
-from ..primargs import arange_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import numpy_dtype, torch_dtype
+from ...graph import Node, SymExpr
+from ..args import arange_args, args_error
+from ..common import arange_static
+from .context import TorchContext, torch_op
 from .windows import element_count, strided_windows, window_plan
 
 
@@ -172,7 +172,7 @@ def convert_arange(ctx: TorchContext, node: Node) -> list:
     start, step, n, is_float = arange_args(node, ctx.out_info(node))
     if is_float and not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
         # A constant holds MLX's exact values: its CPU kernel accumulates the step in the output dtype.
-        return [ctx.buffer(_arange_static(float(start), float(step), int(n), dtype), hint="arange")]
+        return [ctx.buffer(arange_static(float(start), float(step), int(n), dtype), hint="arange")]
     if isinstance(start, SymExpr):
         first, delta = ctx.dim(start), float(step) if is_float else int(step)
     else:

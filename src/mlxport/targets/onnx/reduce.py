@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Node, SymExpr
-from ..primargs import axis_arg, scan_args
-from .registry import FLOAT_DTYPES, ConvertContext, args_error, numpy_dtype, onnx_op, static_ints
+from ...dtypes import FLOAT_DTYPES, numpy_dtype
+from ...graph import Node, SymExpr
+from ..args import args_error, axis_arg, scan_args, static_ints
+from .context import ConvertContext, onnx_op
 
 HALF_DTYPES = {"float16", "bfloat16"}
 # Dtypes ORT's CPU provider orders natively (ReduceMin/Max, ArgMin/Max, TopK, Min/Max).
