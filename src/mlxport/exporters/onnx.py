@@ -57,11 +57,6 @@ class OnnxModel:
         return model
 
 
-def check_supported(graph: Graph, opset: int) -> None:
-    """Raise one UnsupportedPrimitiveError listing every primitive without an ONNX translation at ``opset``."""
-    lowering.check_supported(graph, ONNX, opset)
-
-
 def _value_info(info: TensorInfo, name: str) -> onnx.ValueInfoProto:
     dims: list[Any] = [str(d).replace(" ", "") if isinstance(d, SymExpr) else int(d) for d in info.shape]
     return helper.make_tensor_value_info(name, onnx_dtype(info.dtype), dims)
@@ -88,7 +83,8 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
 
         raise UnsupportedArgumentError(
             f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}; got {opset}")
-    check_supported(graph, opset)
+    # Checked on the captured graph, so the error names nodes as the user's trace has them.
+    lowering.check_supported(graph, ONNX, opset)
     graph = run_default_passes(graph, supports=lambda prim: ONNX.supports(prim, opset))
     ctx = ConvertContext(graph, opset)
     if contrib_ops is not None:

@@ -28,14 +28,6 @@ def import_torch() -> Any:
     return torch
 
 
-def check_supported(graph: Graph) -> None:
-    """Raise one UnsupportedPrimitiveError listing every primitive without a torch translation."""
-    from ..targets import lowering
-    from ..targets.torch.context import TORCH
-
-    lowering.check_supported(graph, TORCH)
-
-
 def lower_torch(graph: Graph) -> Any:
     """The graph as an fx.GraphModule taking and returning tensors exactly as the MLX function does."""
     torch = import_torch()
@@ -45,7 +37,8 @@ def lower_torch(graph: Graph) -> Any:
     from ..targets import lowering
     from ..targets.torch.context import TORCH, TorchContext
 
-    check_supported(graph)
+    # Checked on the captured graph, so the error names nodes as the user's trace has them.
+    lowering.check_supported(graph, TORCH)
     # bfloat16 stays bfloat16 in torch (its CPU kernels have it); only the shared rewrites run.
     graph = run_default_passes(graph, bfloat16_as_float32=False, supports=TORCH.supports)
     root = torch.nn.Module()

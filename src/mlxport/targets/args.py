@@ -8,7 +8,7 @@ the ``[Primitive]`` prefix that says what is allowed and what was given.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ..dtypes import FLOAT_DTYPES
 from ..errors import UnsupportedArgumentError
@@ -21,6 +21,12 @@ AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)
 
 # mlx::core::Scan::ReduceType order.
 SCAN_KINDS = ("Max", "Min", "Sum", "Prod", "LogAddExp")
+# The enums other primitives' state() holds, in MLX's order.
+REDUCE_KINDS = ("And", "Or", "Sum", "Prod", "Min", "Max")  # Reduce::ReduceType
+SCATTER_KINDS = ("Max", "Min", "Sum", "Prod", "None")  # Scatter::ReduceType (Scatter, SliceUpdate)
+SCATTER_AXIS_KINDS = ("Sum", "None")  # ScatterAxis::ReduceType
+ARG_REDUCE_KINDS = ("ArgMin", "ArgMax")  # ArgReduce::ReduceType
+BITWISE_OPS = ("And", "Or", "Xor", "LeftShift", "RightShift")  # BitwiseBinary::Op
 
 
 def args_error(node: Node, message: str) -> UnsupportedArgumentError:
@@ -101,3 +107,108 @@ def arange_args(node: Node, out: TensorInfo) -> tuple[Any, Any, Any, bool]:
     if not is_float and isinstance(start, SymExpr) and not float(step).is_integer():
         raise args_error(node, f"an integer arange with a dynamic start needs an integer step; got {step}")
     return start, step, out.shape[0], is_float
+
+
+def choice_arg(node: Node, value: Any, names: Sequence[str], what: str = "reduce type") -> int:
+    """An enum argument (an int indexing ``names``, MLX's order), checked."""
+    if not isinstance(value, int) or isinstance(value, SymExpr) or not 0 <= value < len(names):
+        allowed = (f"0 ({names[0]}) or 1 ({names[1]})" if len(names) == 2
+                   else f"0..{len(names) - 1} ({', '.join(names)})")
+        raise args_error(node, f"{what} must be {allowed}; got {value}")
+    return value
+
+
+def check_integer_or_bool(node: Node, dtype: str) -> None:
+    """Bitwise primitives take integer or bool inputs."""
+    if dtype in FLOAT_DTYPES or dtype.startswith("complex"):
+        raise args_error(node, f"takes integer or bool inputs; got {dtype}")
+
+
+def bitwise_args(node: Node, dtype: str) -> int:
+    """The op (index into BITWISE_OPS) of a BitwiseBinary node, checked against the inputs' dtype."""
+    kind = choice_arg(node, node.arguments[0] if node.arguments else None, BITWISE_OPS, "op")
+    if dtype in FLOAT_DTYPES or dtype.startswith("complex") or (dtype == "bool" and kind > 2):
+        raise args_error(node, f"{BITWISE_OPS[kind]} takes integer{' or bool' if kind < 3 else ''} inputs; got {dtype}")
+    return kind
+
+
+def check_conv_padding(node: Node, pad_lo: Sequence[int], pad_hi: Sequence[int]) -> None:
+    """Convolution padding must be non-negative."""
+    if min([*pad_lo, *pad_hi]) < 0:
+        raise args_error(node, "padding must be non-negative (MLX slices negative padding away); "
+                               f"got {list(pad_lo)}, {list(pad_hi)}")
+
+
+def rope_dims(node: Node) -> int:
+    """The rotated dims of a RoPE node: a static even number."""
+    dims = node.arguments[0]
+    if isinstance(dims, SymExpr) or int(dims) % 2:
+        raise args_error(node, f"dims must be a static even number; got {dims}")
+    return int(dims)
+
+
+def sdpa_args(node: Node, q: TensorInfo, k: TensorInfo) -> tuple[float, bool, bool]:
+    """(scale, causal, has_sinks) of a ScaledDotProductAttention node with inputs q, k ([B, N, L, D])."""
+    scale, causal, sinks, logsumexp = node.arguments[:4]
+    if logsumexp:
+        raise args_error(node, "output_logsumexp is only produced while tracing gradients; "
+                               "export the inference function (outside mx.grad/value_and_grad); got True")
+    # A single query (a decode step) sees every key under MLX's bottom-right causal mask.
+    return float(scale), bool(causal) and q.shape[2] != 1, bool(sinks)
+
+
+def check_static_heads(node: Node, heads: Any, kv_heads: Any) -> None:
+    """Attention's head counts must be static (grouped heads are reshaped by their ratio)."""
+    if isinstance(heads, SymExpr) or isinstance(kv_heads, SymExpr):
+        raise args_error(node, f"head counts must be static; got {heads} and {kv_heads}")
+
+
+def block_masked_inputs(node: Node) -> int:
+    """How many inputs a BlockMaskedMM node has (a, b and 1 or 3 masks)."""
+    count = len(node.inputs)
+    if count not in (3, 4, 5):
+        raise args_error(node, f"expects 3, 4 or 5 inputs (a, b and masks); got {count}")
+    return count
+
+
+def quantize_args(node: Node) -> tuple[int, int, str, bool]:
+    """(group_size, bits, mode name, dequantize) of a Quantize node; quantizing at run time is affine only."""
+    group, bits, mode = quant_args(node)
+    dequantize = bool(node.arguments[-1])
+    if not dequantize and mode != "affine":
+        raise args_error(node, f"quantizing at run time is supported for affine mode; got {mode}")
+    return group, bits, mode, dequantize
+
+
+def check_inverted_count(node: Node, dtype: str) -> None:
+    """NumberOfElements computes 1/count only in a float dtype."""
+    if dtype not in FLOAT_DTYPES:
+        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+
+
+def static_last_axis(node: Node, info: TensorInfo) -> int:
+    """The size of the last axis, which a transform (Hadamard) needs static."""
+    n = info.shape[-1]
+    if isinstance(n, SymExpr):
+        raise args_error(node, f"the transformed (last) axis must have a static size; got {n}")
+    return int(n)
+
+
+def check_sorted_sequence(node: Node, info: TensorInfo) -> None:
+    """SearchSorted's sorted input is 1-D."""
+    if info.rank != 1:
+        raise args_error(node, f"the sorted sequence must be 1-D; got {info.describe()}")
+
+
+def check_batch_axis(node: Node, info: TensorInfo) -> None:
+    """MaskedScatter's x has a leading batch axis."""
+    if info.rank < 1:
+        raise args_error(node, f"x must have a leading batch axis; got {info.describe()}")
+
+
+def check_scatter_window(node: Node, info: TensorInfo, window: Sequence[Any], axes: Sequence[int]) -> None:
+    """Scatter's update slices are 1 on the indexed axes and the full input elsewhere."""
+    for d in range(info.rank):
+        if window[d] != (1 if d in axes else info.shape[d]):
+            raise args_error(node, f"update slices must be 1 on indexed axes and full elsewhere; got {tuple(window)} "
+                                   f"for axes {axes} of {info.describe()}")

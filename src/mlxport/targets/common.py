@@ -9,7 +9,7 @@ them builds a node of any target.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,6 +68,17 @@ def is_batch_iota(graph: Graph, name: str, batch: Sequence[Dim]) -> bool:
         return False
     start, _, step = node.arguments[:3]
     return not isinstance(start, SymExpr) and not isinstance(step, SymExpr) and float(start) == 0 and float(step) == 1
+
+
+def batch_operand(ctx: Any, node: Node, operand: int, index: int, take: Callable[..., Any]) -> Any:
+    """operand[index] for a gathered product: the operand itself when the index is an iota.
+
+    ``take(ctx, x, shape, index_name)`` is the target's gather of matrices from the flattened batch.
+    """
+    info = ctx.in_info(node, operand)
+    if is_batch_iota(ctx.graph, node.inputs[index], info.shape[:-2]):
+        return ctx.input(node, operand)
+    return take(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
 
 
 def fp8_e4m3_table() -> np.ndarray:

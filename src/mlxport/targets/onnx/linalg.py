@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from ...graph import Dim, Node, SymExpr, TensorInfo
-from ..args import args_error, static_ints
-from ..common import ir_producer, is_batch_iota
+from ..args import block_masked_inputs, static_ints, static_last_axis
+from ..common import batch_operand, ir_producer
 from .context import ConvertContext, onnx_op
 
 def _untransposed(ctx: ConvertContext, name: str) -> str | None:
@@ -96,20 +96,12 @@ def take_batch(ctx: ConvertContext, x: str, shape: Sequence[Dim], index: str) ->
     return ctx.make("Gather", [flat, ctx.cast(ctx.values[index], "int64")], axis=0)
 
 
-def batch_operand(ctx: ConvertContext, node: Node, operand: int, index: int) -> str:
-    """operand[index] for a gathered product: the operand itself when the index is an iota."""
-    info = ctx.in_info(node, operand)
-    if is_batch_iota(ctx.graph, node.inputs[index], info.shape[:-2]):
-        return ctx.input(node, operand)
-    return take_batch(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
-
-
 @onnx_op("GatherMM")
 def convert_gather_mm(ctx: ConvertContext, node: Node) -> list[str]:
     """GatherMM(a, b, lhs_indices, rhs_indices) [left_sorted, right_sorted] -> ONNX Gather + MatMul."""
     # Sorting only tells MLX's kernels the indices are grouped; the result is the same.
-    a = batch_operand(ctx, node, 0, 2)
-    b = batch_operand(ctx, node, 1, 3)
+    a = batch_operand(ctx, node, 0, 2, take_batch)
+    b = batch_operand(ctx, node, 1, 3, take_batch)
     return [ctx.make("MatMul", [a, b])]
 
 
@@ -131,9 +123,7 @@ def _block_mask(ctx: ConvertContext, node: Node, x: str, mask: int, rows: int, c
 @onnx_op("BlockMaskedMM")
 def convert_block_masked_mm(ctx: ConvertContext, node: Node) -> list[str]:
     """BlockMaskedMM(a, b[, mask_out][, mask_lhs, mask_rhs]) [block_size] -> ONNX Gather + Where/Mul + MatMul."""
-    count = len(node.inputs)
-    if count not in (3, 4, 5):
-        raise args_error(node, f"expects 3, 4 or 5 inputs (a, b and masks); got {count}")
+    count = block_masked_inputs(node)
     m, k = static_ints(node, ctx.in_info(node, 0).shape[-2:], "the matrix dims of a")
     n = static_ints(node, ctx.in_info(node, 1).shape[-1:], "the matrix dims of b")[0]
     a, b = ctx.input(node, 0), ctx.input(node, 1)
@@ -152,9 +142,7 @@ def convert_hadamard(ctx: ConvertContext, node: Node) -> list[str]:
     import mlx.core as mx
 
     info = ctx.in_info(node, 0)
-    n = info.shape[-1]
-    if not isinstance(n, int):
-        raise args_error(node, f"the transformed (last) axis must have a static size; got {n}")
+    n = static_last_axis(node, info)
     scale = float(node.arguments[0])
     # MLX's transform is linear: its rows for the identity are its matrix (2^k and the
     # 12/20/28 * 2^k sizes alike), so the ONNX graph multiplies by exactly that.

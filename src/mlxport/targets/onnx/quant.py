@@ -28,10 +28,10 @@ import numpy as np
 
 from ...dtypes import numpy_dtype
 from ...graph import Node, SymExpr
-from ..args import args_error, quant_args, static_ints
-from ..common import FP4_E2M1, e8m0_table, fp8_e4m3_table, is_batch_iota
+from ..args import quant_args, quantize_args, static_ints
+from ..common import FP4_E2M1, batch_operand, e8m0_table, fp8_e4m3_table, is_batch_iota
 from .context import ConvertContext, Initializer, onnx_op
-from .linalg import batch_operand, take_batch
+from .linalg import take_batch
 
 # Use com.microsoft ops where they apply. ``lower(..., contrib_ops=...)`` overrides
 # this per export (False keeps the file to standard ONNX, e.g. for onnx2tf).
@@ -40,8 +40,6 @@ CONTRIB_OPS = True
 # activations to int8 per block: 4-8x faster, ~0.6% relative error, so opt-in only.
 NBITS_ACCURACY_LEVEL = 0
 
-_MODES = {0: "affine", 1: "mxfp4", 2: "mxfp8", 3: "nvfp4"}
-_AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)
 # ONNX Runtime 1.32's CPU MatMulNBits (x86) at exact accuracy: 4 bits 0.6-1.2 ms for 1x4096 @ 4096x4096,
 # 2 and 8 bits ~200 ms (a reference loop). At accuracy_level 4 all three take 0.15-0.3 ms.
 _NBITS = {0: (4,), 4: (2, 4, 8)}
@@ -277,7 +275,7 @@ def convert_gather_qmm(ctx: ConvertContext, node: Node) -> list[str]:
     group, bits, mode = _quant_args(node)
     transpose = bool(node.arguments[3])
     lhs, rhs = len(node.inputs) - 2, len(node.inputs) - 1
-    x = batch_operand(ctx, node, 0, lhs)
+    x = batch_operand(ctx, node, 0, lhs, take_batch)
     # Only the experts picked are unpacked: Gather works on the packed words.
     inputs = range(1, 4 if mode == "affine" else 3)
     w_shape = ctx.in_info(node, 1).shape
@@ -338,11 +336,9 @@ def _pack(ctx: ConvertContext, codes: str, lead: int, k: int, bits: int) -> str:
 @onnx_op("Quantize")
 def convert_quantize(ctx: ConvertContext, node: Node) -> list[str]:
     """Quantize(w | w_q, scales[, biases]) [group_size, bits, mode, dequantize] -> BitShift + Mul/Add, or Round + packing."""
-    group, bits, mode = _quant_args(node)
-    if bool(node.arguments[-1]):
+    group, bits, mode, dequantize_ = quantize_args(node)
+    if dequantize_:
         parts = [ctx.input(node, i) for i in range(len(node.inputs))]
         lead = ctx.in_info(node, 0).rank - 1
         return [dequantize(ctx, node, parts, lead, group, bits, mode, ctx.out_info(node).dtype)]
-    if mode != "affine":
-        raise args_error(node, f"quantizing at run time is supported for affine mode; got {mode}")
     return _quantize(ctx, node, group, bits)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 
-from ...dtypes import FLOAT_DTYPES, numpy_dtype, onnx_dtype
+from ...dtypes import numpy_dtype, onnx_dtype
 from ...graph import Dim, Node, SymExpr
-from ..args import arange_args, args_error, static_ints
+from ..args import arange_args, args_error, check_inverted_count, static_ints
 from ..common import arange_static, dim_add, dim_scale
 from .context import ConvertContext, onnx_op
 
@@ -328,8 +327,7 @@ def convert_number_of_elements(ctx: ConvertContext, node: Node) -> list[str]:
     count = ctx.make("Squeeze", [prod, ints_const(ctx, [0])])
     if not inverted:
         return [ctx.cast(count, dtype)]
-    if dtype not in FLOAT_DTYPES:
-        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+    check_inverted_count(node, dtype)
     # Divide in float32 (float16 Reciprocal is missing on some providers), then cast.
     inv = ctx.make("Reciprocal", [ctx.cast(count, "float32")])
     return [inv if dtype == "float32" else ctx.cast(inv, dtype)]

@@ -15,10 +15,10 @@ import torch
 
 from ...dtypes import torch_dtype
 from ...graph import Node
-from ..args import args_error, quant_args
-from ..common import FP4_E2M1, e8m0_table, fp8_e4m3_table, is_batch_iota
+from ..args import quant_args, quantize_args
+from ..common import FP4_E2M1, batch_operand, e8m0_table, fp8_e4m3_table, is_batch_iota
 from .context import TorchContext, torch_op
-from .linalg import batch_operand, take_batch
+from .linalg import take_batch
 
 _WORD = 0xFFFFFFFF
 
@@ -84,7 +84,7 @@ def convert_gather_qmm(ctx: TorchContext, node: Node) -> list:
     """GatherQMM(x, w, scales[, biases], lhs, rhs) [group_size, bits, mode, transpose, sorted x2] -> index_select + shifts + matmul."""
     group, bits, mode = _quant_args(node)
     lhs, rhs = len(node.inputs) - 2, len(node.inputs) - 1
-    x = batch_operand(ctx, node, 0, lhs)
+    x = batch_operand(ctx, node, 0, lhs, take_batch)
     inputs = range(1, 4 if mode == "affine" else 3)
     parts = [ctx.input(node, i) for i in inputs]
     # Only the experts picked are unpacked: the selection works on the packed words.
@@ -133,10 +133,8 @@ def _quantize(ctx: TorchContext, node: Node, group: int, bits: int) -> list:
 @torch_op("Quantize")
 def convert_quantize(ctx: TorchContext, node: Node) -> list:
     """Quantize(w | w_q, scales[, biases]) [group_size, bits, mode, dequantize] -> int64 shifts + mul/add, or round + packing."""
-    group, bits, mode = _quant_args(node)
-    if bool(node.arguments[-1]):
+    group, bits, mode, dequantize = quantize_args(node)
+    if dequantize:
         parts = [ctx.input(node, i) for i in range(len(node.inputs))]
         return [_dequantize(ctx, parts, group, bits, mode, ctx.out_info(node).dtype)]
-    if mode != "affine":
-        raise args_error(node, f"quantizing at run time is supported for affine mode; got {mode}")
     return _quantize(ctx, node, group, bits)

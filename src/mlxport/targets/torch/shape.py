@@ -10,7 +10,7 @@ import torch
 
 from ...dtypes import numpy_dtype, torch_dtype
 from ...graph import Node, SymExpr
-from ..args import arange_args, args_error
+from ..args import arange_args, args_error, check_inverted_count
 from ..common import arange_static
 from .context import TorchContext, torch_op
 from .windows import element_count, strided_windows, window_plan
@@ -202,8 +202,8 @@ def convert_number_of_elements(ctx: TorchContext, node: Node) -> list:
     if all(not isinstance(d, SymExpr) for d in dims):
         total = float(np.prod(dims, dtype=np.float64))
         return [ctx.buffer(np.array(1.0 / total if inverted else total).astype(numpy_dtype(dtype)), hint="count")]
-    if inverted and dtype not in ("float16", "bfloat16", "float32", "float64"):
-        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+    if inverted:
+        check_inverted_count(node, dtype)
     prod = None
     for d in dims:
         prod = ctx.dim(d) if prod is None else ctx.call(operator.mul, prod, ctx.dim(d))
