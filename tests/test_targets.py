@@ -103,3 +103,50 @@ def test_unknown_dtypes_say_what_is_supported() -> None:
     with pytest.raises(TypeError, match="not a numpy or ml_dtypes type"):
         numpy_dtype("float7")
     assert np.zeros(2, numpy_dtype("bfloat16")).dtype.itemsize == 2
+
+
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (statically, at any depth in the file)."""
+    import ast
+    from pathlib import Path
+
+    import mlxport
+
+    root = Path(mlxport.__file__).parent.parent
+    files = {}
+    for f in (root / package.replace(".", "/")).rglob("*.py"):
+        parts = f.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    edges: dict[str, set[str]] = {m: set() for m in files}
+    for mod, f in files.items():
+        here = mod.split(".") if f.name == "__init__.py" else mod.split(".")[:-1]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(here[: len(here) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else node.module or ""
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            edges[mod] |= {n for n in names if n in files and n != mod}
+    return edges
+
+
+def test_targets_have_no_import_cycle() -> None:
+    edges = _import_graph("mlxport.targets")
+    state: dict[str, int] = {}
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for dep in edges[mod]:
+            assert state.get(dep) != 1, f"import cycle: {' -> '.join(path + [mod, dep])}"
+            if dep not in state:
+                visit(dep, path + [mod])
+        state[mod] = 2
+
+    for mod in edges:
+        if mod not in state:
+            visit(mod, [])
+    torch_imports = {d for m, deps in edges.items() if m.startswith("mlxport.targets.torch") for d in deps}
+    assert not any(d.startswith("mlxport.targets.onnx") for d in torch_imports), torch_imports
