@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .dtypes import numpy_dtype
 from .errors import CaptureError, DynamicShapeError
 from .graph import DynamicAxis, Graph, Node, SymExpr, TensorInfo
 
@@ -44,9 +45,7 @@ def mx_dtype(name: str) -> Any:
 def to_numpy(array: mx.array) -> np.ndarray:
     """View an evaluated mx.array as numpy without copying (bfloat16 via ml_dtypes)."""
     if array.dtype == mx.bfloat16:
-        import ml_dtypes
-
-        return np.asarray(array.view(mx.uint16)).view(ml_dtypes.bfloat16)
+        return np.asarray(array.view(mx.uint16)).view(numpy_dtype("bfloat16"))
     return np.asarray(array)
 
 

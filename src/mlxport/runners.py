@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .artifact import SIDE_SUFFIX, IOSpec, read_meta
+from .dtypes import ORT_TYPES as _ORT_TYPES, numpy_dtype as _np_dtype
 from .errors import ArtifactError
 from .formats import require_format
 
@@ -78,20 +79,6 @@ class Runner:
         return f"<{type(self).__name__} backend={self.backend} inputs=({ins}) outputs=({outs})>"
 
 
-def _np_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-_ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
-    "tensor(double)": "float64", "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
-    "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
-    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
-}
 
 
 class OnnxRunner(Runner):
@@ -200,7 +187,7 @@ class _TorchRunner(Runner):
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from .torchops.registry import to_tensor
+        from .dtypes import to_tensor
 
         with torch.no_grad():
             outs = self.module(*[to_tensor(a) for a in feed.values()])

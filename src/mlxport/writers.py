@@ -101,7 +101,7 @@ def write_mlxfn(traced: "Traced", path: Path, options: SaveOptions, say: Say) ->
 def write_torch(traced: "Traced", path: Path, options: SaveOptions, say: Say) -> Written:
     """TorchScript (``.pt``) or torch.export (``.pt2``) from the torch lowering of the graph."""
     from .exporters.torch import lower_torch, save_exported, save_torchscript
-    from .torchops.registry import to_tensor
+    from .dtypes import to_tensor
     from .validate import validation_inputs
 
     graph = traced.graph

@@ -176,12 +176,12 @@ def test_validate_and_inspect_bad_input(tmp_path: Path) -> None:
 
 def test_ops_table(tmp_path: Path) -> None:
     from mlxport.cli.support import format_support
-    from mlxport.ops.registry import registrations
+    from mlxport.targets.onnx.context import ONNX
 
     res = mlxport("ops", cwd=tmp_path)
     assert res.returncode == 0
     listed = {line.split()[0] for line in res.stdout.splitlines()[5:] if line.strip()}
-    assert listed == set(registrations())
+    assert listed == set(ONNX.registrations())
     res = mlxport("ops", "--format", "md", "-o", "ops.md", cwd=tmp_path)
     assert res.returncode == 0
     assert (tmp_path / "ops.md").read_text() == format_support("md")

@@ -173,7 +173,7 @@ def run_case_torch(case: OpCase, shape_index: int, dtype: str, seed: int = 0) ->
     import torch
 
     from mlxport.exporters.torch import lower_torch
-    from mlxport.torchops.registry import to_tensor
+    from mlxport.dtypes import to_tensor
 
     rng = np.random.default_rng(seed)
     inputs = (case.make or default_inputs)(rng, case.shapes[shape_index], dtype)

@@ -9,7 +9,7 @@ import pytest
 
 from mlxport.capture import capture
 from mlxport.exporters.onnx import lower
-from mlxport.ops.registry import load_all, lookup
+from mlxport.targets.onnx.context import ONNX
 
 from .cases import OpCase, default_inputs, params, run_case
 
@@ -17,12 +17,12 @@ FLOATS = ("float32", "float16")
 # MLX's matmul only takes inexact types ("[matmul] Only inexact types are supported"): no int32 cases.
 # MLX's CPU GatherMM and BlockMaskedMM run float32 only ("[GatherMM::eval] Currently only supports float32").
 
-load_all()
+ONNX.load()
 
 
 def needs(*primitives: str) -> dict[str, str]:
     """xfail (strict) for every dtype while another family lacks a primitive this trace contains."""
-    missing = [p for p in primitives if lookup(p, 17) is None]
+    missing = [p for p in primitives if ONNX.lookup(p, 17) is None]
     if not missing:
         return {}
     reason = f"{', '.join(missing)} has no translation yet (another family)"
@@ -150,7 +150,7 @@ class _Tied(nn.Module):
 def test_tied_embedding_is_stored_once_and_not_transposed() -> None:
     model = _module(_Tied())
     graph, _, _ = capture(model, (mx.array([[1, 2, 3]], dtype=mx.int32),), dynamic_axes={"tokens": {1: "seq"}})
-    if lookup("Gather", 17) is None:
+    if ONNX.lookup("Gather", 17) is None:
         pytest.xfail("Gather has no translation yet (index family)")
     onnx_model = lower(graph)
     ops = onnx_model.op_counts()
@@ -159,7 +159,7 @@ def test_tied_embedding_is_stored_once_and_not_transposed() -> None:
 
 
 def test_tied_embedding_parity() -> None:
-    if lookup("Gather", 17) is None:
+    if ONNX.lookup("Gather", 17) is None:
         pytest.xfail("Gather has no translation yet (index family)")
     model = _module(_Tied())
     case = OpCase("Matmul", model, [((1, 3),)], make=lambda rng, s, d: [rng.integers(0, 10, s[0]).astype(np.int32)],

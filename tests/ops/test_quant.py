@@ -1,4 +1,4 @@
-"""Parity of the quantized translations (ops/quant.py); packed weights must stay packed."""
+"""Parity of the quantized translations (targets/onnx/quant.py); packed weights must stay packed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-import mlxport.ops.quant as quant
+import mlxport.targets.onnx.quant as quant
 from mlxport.capture import capture
 from mlxport.exporters.onnx import lower
 from mlxport.graph import Graph, Node, TensorInfo

@@ -17,7 +17,7 @@ import torch.fx as fx  # noqa: E402
 import mlxport  # noqa: E402
 from mlxport.exporters.coreml_prepare import prepare_for_coreml, widened  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
 from mlxport.validate import compare  # noqa: E402
 from tests.models import zoo  # noqa: E402
 

@@ -29,7 +29,7 @@ import mlxport  # noqa: E402
 from mlxport.exporters.coreml import MAX_DYNAMIC_SIZE, describe_spec  # noqa: E402
 from mlxport.exporters.coreml_prepare import prepare_for_coreml, widened  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
 from mlxport.validate import compare, validation_inputs  # noqa: E402
 from tests.models import zoo  # noqa: E402
 from tests.models.test_torch_formats import CASES, ZooCase  # noqa: E402

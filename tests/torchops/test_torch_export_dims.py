@@ -20,7 +20,7 @@ import mlxport  # noqa: E402
 from mlxport.capture import capture  # noqa: E402
 from mlxport.errors import DynamicShapeError  # noqa: E402
 from mlxport.exporters.torch import AxisConstraint, axis_constraints, lower_torch, save_exported  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
 
 BATCH_SEQ = {"x": {0: "batch", 1: "seq"}}
 

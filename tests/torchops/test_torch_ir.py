@@ -14,7 +14,7 @@ from mlxport.capture import capture  # noqa: E402
 from mlxport.errors import UnsupportedArgumentError, UnsupportedPrimitiveError  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
 from mlxport.graph import Graph  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
 from mlxport.validate import compare  # noqa: E402
 from tests.ops.cases import BASE_TOL, OpCase, all_cases, default_inputs, to_mx  # noqa: E402
 from tests.ops.test_elementwise import FLOATS, IR_CASES, _full_range, _one_node  # noqa: E402

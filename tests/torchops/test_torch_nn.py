@@ -17,7 +17,7 @@ from mlxport.capture import capture, to_mx  # noqa: E402
 from mlxport.errors import UnsupportedArgumentError  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
 from mlxport.graph import SymExpr  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
 from mlxport.validate import compare  # noqa: E402
 from tests.ops.cases import BASE_TOL, single_node_graph  # noqa: E402
 from tests.ops.test_nn import (  # noqa: E402

@@ -15,11 +15,11 @@ torch = pytest.importorskip("torch", reason="the torch target needs PyTorch: pip
 
 import mlxport  # noqa: E402
 from mlxport.errors import UnsupportedPrimitiveError  # noqa: E402
-from mlxport.torchops.registry import registrations  # noqa: E402
+from mlxport.targets.torch.context import TORCH  # noqa: E402
 from tests.models import zoo  # noqa: E402
 from tests.ops.cases import all_cases, run_case_torch  # noqa: E402
 
-TORCH_CASES = [c for c in all_cases() if c.primitive in registrations()]
+TORCH_CASES = [c for c in all_cases() if c.primitive in TORCH]
 
 # Known torch-only failures, each with its reason: {(primitive, case id, dtype): reason} (strict xfail).
 TORCH_XFAIL: dict[tuple[str, str, str], str] = {}

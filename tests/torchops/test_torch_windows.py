@@ -1,4 +1,4 @@
-"""Strided views and pooling in the torch lowering (torchops/windows.py): AsStrided as slices of its input,
+"""Strided views and pooling in the torch lowering (targets/torch/windows.py): AsStrided as slices of its input,
 and a Reduce over a window view as torch max/avg pooling. Each case is checked against MLX, and the
 lowering is checked to take the intended path (no as_strided, no rank-6 tensor where a pool does)."""
 
@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch", reason="the torch target needs PyTorch: pip
 from mlxport.capture import capture, to_mx  # noqa: E402
 from mlxport.exporters.torch import lower_torch  # noqa: E402
 from mlxport.graph import SymExpr  # noqa: E402
-from mlxport.torchops.registry import to_tensor  # noqa: E402
-from mlxport.torchops.windows import MAX_WINDOW_SLICES, window_plan  # noqa: E402
+from mlxport.dtypes import to_tensor  # noqa: E402
+from mlxport.targets.torch.windows import MAX_WINDOW_SLICES, window_plan  # noqa: E402
 from tests.ops.cases import OpCase, default_inputs, run_case_torch  # noqa: E402
 
 BATCH = {"x": {0: "batch"}}

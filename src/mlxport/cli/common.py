@@ -179,7 +179,7 @@ def parse_dynamic(specs: Sequence[str]) -> dict[str, dict[int, str]]:
 
 def example_arrays(inputs: Sequence[InputSpec], npz: dict[str, np.ndarray] | None, seed: int) -> list[np.ndarray]:
     """Example values: from the .npz where given, else random normal floats and zero ints/bools."""
-    from ..ops.registry import numpy_dtype
+    from ..dtypes import numpy_dtype
 
     rng = np.random.default_rng(seed)
     out = []

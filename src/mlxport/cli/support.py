@@ -19,12 +19,10 @@ class Row:
 
 def _torch_primitives() -> set[str] | None:
     """Primitives the torch target translates, or None when PyTorch is not installed."""
+    from ..targets.torch.context import TORCH
+
     try:
-        from ..torchops.registry import registrations
-    except ImportError:
-        return None
-    try:
-        return set(registrations())
+        return set(TORCH.registrations())
     except ImportError:
         return None
 
@@ -38,11 +36,11 @@ def _opset_range(start: int, stop: int | None) -> str:
 def support_rows() -> list[Row]:
     """One row per reachable (primitive, opset range), sorted by primitive."""
     from ..exporters.onnx import MIN_OPSET
-    from ..ops.registry import registrations
+    from ..targets.onnx.context import ONNX
 
     torch = _torch_primitives()
     rows = []
-    for primitive, entries in registrations().items():
+    for primitive, entries in ONNX.registrations().items():
         for i, reg in enumerate(entries):
             nxt = entries[i + 1].since if i + 1 < len(entries) else None
             start = max(reg.since, MIN_OPSET)

@@ -57,7 +57,7 @@ def save_mlpackage(module: Any, graph: Graph, examples: Sequence[np.ndarray], pa
     """
     from .coreml_prepare import prepare_for_coreml, widened
     from .torch import import_torch
-    from ..torchops.registry import to_tensor
+    from ..dtypes import to_tensor
 
     if precision not in _PRECISIONS:
         raise ArtifactError(f"Core ML precision must be one of {', '.join(_PRECISIONS)}; got {precision!r}")

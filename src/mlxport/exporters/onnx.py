@@ -12,11 +12,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import UnsupportedPrimitiveError
 from ..graph import Graph, SymExpr, TensorInfo
-from ..ops.registry import ConvertContext, Initializer, load_all, lookup, onnx_dtype
+from ..dtypes import onnx_dtype, onnx_dtype_of
 from ..rewrite import run_default_passes
 from ..rewrite.onnx_optimize import optimize
+from ..targets import lowering
+from ..targets.onnx.context import ONNX, ConvertContext, Initializer
 
 # The newest opset whose every op version the pinned onnxruntime (1.32) has a CPU
 # kernel for (opset 25 brings Attention-25, which it lacks); tests/test_export_core.py
@@ -56,24 +57,6 @@ class OnnxModel:
         return model
 
 
-def check_supported(graph: Graph, opset: int) -> None:
-    """Raise one UnsupportedPrimitiveError listing every primitive without a translation."""
-    load_all()
-    missing: dict[str, list] = {}
-    for node in graph.nodes:
-        if lookup(node.primitive, opset) is None:
-            missing.setdefault(node.primitive, []).append(node)
-    if not missing:
-        return
-    lines = [f"{len(missing)} MLX primitive{'s' if len(missing) > 1 else ''} "
-             f"{'have' if len(missing) > 1 else 'has'} no ONNX translation (target opset {opset}):"]
-    width = max(len(k) for k in missing)
-    for name, nodes in sorted(missing.items(), key=lambda kv: kv[1][0].index):
-        lines.append(f"  - {name} ×{len(nodes)}".ljust(width + 9) + f" (first: {nodes[0].describe(graph)})")
-    lines.append("See `mlxport ops`; to add one, see docs/adding_ops.md.")
-    raise UnsupportedPrimitiveError("\n".join(lines))
-
-
 def _value_info(info: TensorInfo, name: str) -> onnx.ValueInfoProto:
     dims: list[Any] = [str(d).replace(" ", "") if isinstance(d, SymExpr) else int(d) for d in info.shape]
     return helper.make_tensor_value_info(name, onnx_dtype(info.dtype), dims)
@@ -100,8 +83,9 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
 
         raise UnsupportedArgumentError(
             f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}; got {opset}")
-    check_supported(graph, opset)
-    graph = run_default_passes(graph, supports=lambda prim: lookup(prim, opset) is not None)
+    # Checked on the captured graph, so the error names nodes as the user's trace has them.
+    lowering.check_supported(graph, ONNX, opset)
+    graph = run_default_passes(graph, supports=lambda prim: ONNX.supports(prim, opset))
     ctx = ConvertContext(graph, opset)
     if contrib_ops is not None:
         ctx.options["contrib_ops"] = bool(contrib_ops)
@@ -112,17 +96,7 @@ def lower(graph: Graph, opset: int | None = None, *, optimize_graph: bool = True
     for name, arr in graph.constants.items():
         ctx.values[name] = name
         ctx.initializers[name] = Initializer(arr.shape, arr.dtype, arr)
-    for node in graph.nodes:
-        ctx.current = node
-        reg = lookup(node.primitive, opset)
-        assert reg is not None  # check_supported ran
-        outs = reg.func(ctx, node)
-        if len(outs) != len(node.outputs):
-            raise RuntimeError(f"translation of {node.primitive} returned {len(outs)} values for "
-                               f"{len(node.outputs)} outputs (node {node.index})")
-        for ir_name, onnx_name in zip(node.outputs, outs):
-            ctx.values[ir_name] = onnx_name
-    ctx.current = None
+    lowering.translate_nodes(graph, ONNX, ctx, opset)
     outputs = _bind_outputs(ctx, graph)
     stats: dict[str, Any] = {"nodes_before_optimize": len(ctx.nodes)}
     if optimize_graph:
@@ -183,16 +157,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _np_to_onnx_type(dtype: np.dtype) -> int:
-    name = "bfloat16" if dtype.name == "bfloat16" else dtype.name
-    return onnx_dtype(name)
-
-
 def _tensor_header(name: str, shape: tuple[int, ...], dtype: np.dtype) -> TensorProto:
     t = TensorProto()
     t.name = name
     t.dims.extend(int(d) for d in shape)
-    t.data_type = _np_to_onnx_type(dtype)
+    t.data_type = onnx_dtype_of(dtype)
     return t
 
 
@@ -332,5 +301,5 @@ def check(model: OnnxModel) -> None:
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     for name, init in model.initializers.items():
-        proto.graph.input.append(helper.make_tensor_value_info(name, _np_to_onnx_type(init.dtype), list(init.shape)))
+        proto.graph.input.append(helper.make_tensor_value_info(name, onnx_dtype_of(init.dtype), list(init.shape)))
     onnx.checker.check_model(proto)

@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import DynamicShapeError, UnsupportedPrimitiveError
+from ..errors import DynamicShapeError
 from ..graph import Graph, SymExpr
 
 TORCH_EXTRA = 'pip install "mlxport[torch]"'
@@ -28,36 +28,19 @@ def import_torch() -> Any:
     return torch
 
 
-def check_supported(graph: Graph) -> None:
-    """Raise one UnsupportedPrimitiveError listing every primitive without a torch translation."""
-    from ..torchops.registry import load_all, lookup
-
-    load_all()
-    missing: dict[str, list] = {}
-    for node in graph.nodes:
-        if lookup(node.primitive) is None:
-            missing.setdefault(node.primitive, []).append(node)
-    if not missing:
-        return
-    lines = [f"{len(missing)} MLX primitive{'s' if len(missing) > 1 else ''} "
-             f"{'have' if len(missing) > 1 else 'has'} no torch translation yet:"]
-    for name, nodes in sorted(missing.items(), key=lambda kv: kv[1][0].index):
-        lines.append(f"  - {name} ×{len(nodes)} (first: {nodes[0].describe(graph)})")
-    lines.append("Export to .onnx instead (see `mlxport ops`), or add one in src/mlxport/torchops/.")
-    raise UnsupportedPrimitiveError("\n".join(lines))
-
-
 def lower_torch(graph: Graph) -> Any:
     """The graph as an fx.GraphModule taking and returning tensors exactly as the MLX function does."""
     torch = import_torch()
     import torch.fx as fx
 
     from ..rewrite import run_default_passes
-    from ..torchops.registry import TorchContext, lookup
+    from ..targets import lowering
+    from ..targets.torch.context import TORCH, TorchContext
 
-    check_supported(graph)
+    # Checked on the captured graph, so the error names nodes as the user's trace has them.
+    lowering.check_supported(graph, TORCH)
     # bfloat16 stays bfloat16 in torch (its CPU kernels have it); only the shared rewrites run.
-    graph = run_default_passes(graph, bfloat16_as_float32=False, supports=lambda prim: lookup(prim) is not None)
+    graph = run_default_passes(graph, bfloat16_as_float32=False, supports=TORCH.supports)
     root = torch.nn.Module()
     fx_graph = fx.Graph()
     ctx = TorchContext(graph, fx_graph, root)
@@ -65,14 +48,7 @@ def lower_torch(graph: Graph) -> Any:
         ctx.values[inp.name] = fx_graph.placeholder(_identifier(inp.name))
     for name, value in graph.constants.items():
         ctx.values[name] = ctx.buffer(value, hint=_identifier(name.strip("/")) or "c")
-    for node in graph.nodes:
-        ctx.current = node
-        outs = lookup(node.primitive).func(ctx, node)  # type: ignore[union-attr]
-        if len(outs) != len(node.outputs):
-            raise RuntimeError(f"torch translation of {node.primitive} returned {len(outs)} values for "
-                               f"{len(node.outputs)} outputs (node {node.index})")
-        for ir_name, value in zip(node.outputs, outs):
-            ctx.values[ir_name] = value
+    lowering.translate_nodes(graph, TORCH, ctx)
     results = [ctx.values[graph.output_sources[o.name]] for o in graph.outputs]
     fx_graph.output(tuple(results))
     fx_graph.eliminate_dead_code()  # translations may read a node's source rather than its result
@@ -84,13 +60,6 @@ def lower_torch(graph: Graph) -> Any:
 def _identifier(name: str) -> str:
     out = "".join(c if c.isalnum() else "_" for c in name)
     return out if out and not out[0].isdigit() else f"v_{out}"
-
-
-def example_tensors(arrays: list[Any]) -> tuple[Any, ...]:
-    from ..capture import to_numpy
-    from ..torchops.registry import to_tensor
-
-    return tuple(to_tensor(to_numpy(a)) for a in arrays)
 
 
 def save_torchscript(module: Any, path: str | os.PathLike) -> Path:

@@ -60,7 +60,7 @@ def _match_tail(v: GraphView, normed: str, in_dtype: str) -> tuple[list[Node], s
 
 
 def _add_scalar(graph: Graph, value: float, dtype: str) -> str:
-    from ..ops.registry import numpy_dtype
+    from ..dtypes import numpy_dtype
 
     name = f"/fusion/{value:g}_{dtype}"
     if name not in graph.constants:

@@ -14,18 +14,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..ops.registry import ConvertContext, Initializer
+from ..dtypes import numpy_dtype_of_onnx
+from ..targets.onnx.context import ConvertContext, Initializer
 from .onnx_view import OnnxView, attrs
 
 _SMALL = 4096  # elements: folding below this never matters for file size
-
-
-def _np_dtype(onnx_type: int) -> np.dtype:
-    if onnx_type == onnx.TensorProto.BFLOAT16:
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
 
 
 def _reshape_target(data: np.ndarray, shape: np.ndarray, allowzero: int) -> tuple[int, ...]:
@@ -58,7 +51,7 @@ def _evaluate(node: onnx.NodeProto, args: list[np.ndarray]) -> np.ndarray | None
             return _transpose_2d(args[0])
         return np.ascontiguousarray(np.transpose(args[0], perm))
     if op == "Cast":
-        return args[0].astype(_np_dtype(a["to"]))
+        return args[0].astype(numpy_dtype_of_onnx(a["to"]))
     if op == "Reshape":
         return args[0].reshape(_reshape_target(args[0], args[1], a.get("allowzero", 0)))
     if op == "Unsqueeze":
@@ -103,7 +96,7 @@ def fold_constants(ctx: ConvertContext, uses: dict[str, int], outputs: set[str] 
             keep.append(node)
             continue
         if (node.op_type == "Cast" and inits[0].size > 64
-                and _np_dtype(attrs(node)["to"]).itemsize > inits[0].dtype.itemsize):
+                and numpy_dtype_of_onnx(attrs(node)["to"]).itemsize > inits[0].dtype.itemsize):
             # A widening cast of a weight would grow the file; the runtime folds it at load time.
             keep.append(node)
             continue
@@ -138,7 +131,7 @@ def _lazy_meta(node: onnx.NodeProto, inits: list[Initializer], probe: list[np.nd
         perm = a.get("perm") or list(range(len(src.shape)))[::-1]
         return tuple(src.shape[p] for p in perm), src.dtype
     if op == "Cast":
-        return src.shape, _np_dtype(a["to"])
+        return src.shape, numpy_dtype_of_onnx(a["to"])
     if op in ("Reshape", "Squeeze", "Unsqueeze") and all(p is not None for p in probe[1:]):
         dummy = np.lib.stride_tricks.as_strided(np.zeros(1, src.dtype), src.shape, [0] * len(src.shape))
         out = _evaluate(node, [dummy] + [i.value() for i in inits[1:]])

@@ -91,15 +91,12 @@ class V2Request:
 @lru_cache(maxsize=None)
 def _np_dtype(name: str) -> np.dtype:
     """Numpy dtype for a dtype name, including ml_dtypes' bfloat16 and float8 types."""
-    try:
-        return np.dtype(name)
-    except TypeError:
-        import ml_dtypes  # registers bfloat16 & co. with numpy
+    from ..dtypes import numpy_dtype
 
-        try:
-            return np.dtype(getattr(ml_dtypes, name))
-        except AttributeError:
-            raise ServeError(f"model dtype {name!r} is not a numpy or ml_dtypes type") from None
+    try:
+        return numpy_dtype(name)
+    except TypeError:
+        raise ServeError(f"model dtype {name!r} is not a numpy or ml_dtypes type") from None
 
 
 def _kind(dt: np.dtype) -> str:

@@ -551,7 +551,7 @@ def _check_memory(limit: int | None, extra: int, label: str, *, loaded: bool = F
 
 def _warm_up(runner: Runner) -> None:
     """Run the model twice on zeros (dynamic dims at 1) so the first request pays no lazy initialisation."""
-    from ..runners import _np_dtype
+    from ..dtypes import numpy_dtype as _np_dtype
 
     feed = {}
     for spec in runner.inputs:

@@ -10,8 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..graph import Dim, Node, SymExpr, is_static
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node, SymExpr, is_static
+from ..args import args_error, check_conv_padding, check_static_heads, rope_dims, sdpa_args, static_last_axis
+from ..common import ir_producer
+from .context import TorchContext, torch_op
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -86,9 +89,7 @@ def convert_convolution(ctx: TorchContext, node: Node) -> list:
         raise args_error(node, f"the weight shape must be static; got {ctx.in_info(node, 1).describe()}")
     if rank - 2 not in _CONV:
         raise args_error(node, f"1, 2 or 3 spatial axes are supported; got {rank - 2}")
-    if min(pad_lo + pad_hi) < 0:
-        raise args_error(node, "padding must be non-negative (MLX slices negative padding away); "
-                               f"got {pad_lo}, {pad_hi}")
+    check_conv_padding(node, pad_lo, pad_hi)
     kernel = [int(k) for k in wshape[1:-1]]
     dtype = ctx.out_info(node).dtype
     # torch's half-precision CPU kernels round partial sums; MLX accumulates in float32.
@@ -203,10 +204,7 @@ def _make_rope_angles(ctx: TorchContext, node: Node) -> tuple[Any, Any]:
 @torch_op("RoPE")
 def convert_rope(ctx: TorchContext, node: Node) -> list:
     """RoPE(x, offset[, freqs]) [dims, traditional, base, scale, forward] -> torch arange/cos/sin angles, narrow, mul, add/sub, cat."""
-    dims = node.arguments[0]
-    if isinstance(dims, SymExpr) or int(dims) % 2:
-        raise args_error(node, f"dims must be a static even number; got {dims}")
-    dims, traditional, forward = int(dims), bool(node.arguments[1]), bool(node.arguments[4])
+    dims, traditional, forward = rope_dims(node), bool(node.arguments[1]), bool(node.arguments[4])
     info = ctx.in_info(node, 0)
     x, half = ctx.input(node, 0), dims // 2
     cos, sin = _rope_angles(ctx, node)
@@ -230,13 +228,6 @@ def convert_rope(ctx: TorchContext, node: Node) -> list:
     return [ctx.call(torch.cat, parts, -1)]
 
 
-def _ir_producer(ctx: TorchContext, name: str) -> Node | None:
-    for node in ctx.graph.nodes:
-        if name in node.outputs:
-            return node
-    return None
-
-
 def _causal_mask(ctx: TorchContext, q_len: Dim, k_len: Dim) -> Any:
     """bool (qL, kL): query i sees key j when j <= i + kL - qL (bottom-right aligned, like MLX)."""
     def make() -> Any:
@@ -254,18 +245,12 @@ def _causal_mask(ctx: TorchContext, q_len: Dim, k_len: Dim) -> Any:
 @torch_op("ScaledDotProductAttention")
 def convert_sdpa(ctx: TorchContext, node: Node) -> list:
     """ScaledDotProductAttention(q, k, v[, mask][, sinks]) [scale, causal, has_sinks, logsumexp, force_fused] -> torch mul, matmul, masked_fill/add, softmax (float32), matmul."""
-    scale, causal, has_sinks, logsumexp = node.arguments[:4]
-    if logsumexp:
-        raise args_error(node, "output_logsumexp is only produced while tracing gradients; "
-                               "export the inference function (outside mx.grad/value_and_grad); got True")
     q_info, k_info = ctx.in_info(node, 0), ctx.in_info(node, 1)
+    scale, causal, has_sinks = sdpa_args(node, q_info, k_info)
     dtype = ctx.out_info(node).dtype
     batch, heads, q_len, _ = q_info.shape
     kv_heads, k_len = k_info.shape[1], k_info.shape[2]
-    if not is_static([heads, kv_heads]):
-        raise args_error(node, f"head counts must be static; got {heads} and {kv_heads}")
-    # A single query (a decode step) sees every key under MLX's bottom-right causal mask.
-    causal, has_sinks = bool(causal) and q_len != 1, bool(has_sinks)
+    check_static_heads(node, heads, kv_heads)
     rep = heads // kv_heads
     q = ctx.call(torch.mul, ctx.input(node, 0), float(scale))
     k, v = ctx.input(node, 1), ctx.input(node, 2)
@@ -280,7 +265,7 @@ def convert_sdpa(ctx: TorchContext, node: Node) -> list:
         else:
             # Look through MLX's broadcast of the mask to (B, Nq, qL, kL).
             name = node.inputs[3]
-            src = _ir_producer(ctx, name)
+            src = ir_producer(ctx.graph, name)
             if src is not None and src.primitive == "Broadcast":
                 name = src.inputs[0]
             mask, mask_shape, mask_dtype = ctx.values[name], ctx.graph.tensors[name].shape, ctx.in_info(node, 3).dtype
@@ -321,9 +306,7 @@ def convert_hadamard(ctx: TorchContext, node: Node) -> list:
     import mlx.core as mx
 
     info = ctx.in_info(node, 0)
-    n = info.shape[-1]
-    if isinstance(n, SymExpr):
-        raise args_error(node, f"the transformed (last) axis must have a static size; got {n}")
+    n = static_last_axis(node, info)
     # MLX's transform is linear: its rows for the identity are its matrix (2^k and the
     # 12/20/28 * 2^k sizes alike).
     matrix = np.array(mx.hadamard_transform(mx.eye(int(n), dtype=mx.float32), scale=float(node.arguments[0])))

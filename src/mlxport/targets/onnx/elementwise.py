@@ -14,8 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..graph import Node
-from .registry import FLOAT_DTYPES, ConvertContext, args_error, onnx_op, register_direct
+from ...dtypes import FLOAT_DTYPES
+from ...graph import Node
+from ..args import BITWISE_OPS, args_error, bitwise_args, check_integer_or_bool
+from .context import ConvertContext, onnx_op, register_direct
 
 _DIRECT = {
     "Divide": "Div", "Equal": "Equal",
@@ -274,20 +276,12 @@ def convert_select(ctx: ConvertContext, node: Node) -> list[str]:
 # bitwise
 # ----------------------------------------------------------------------------
 
-# mlx::core::BitwiseBinary::Op order (its state()).
-_BITWISE = ("And", "Or", "Xor", "LeftShift", "RightShift")
-
-
 def _bitwise(ctx: ConvertContext, node: Node, native: bool) -> list[str]:
-    kind = node.arguments[0] if node.arguments else None
-    if not isinstance(kind, int) or not 0 <= kind < len(_BITWISE):
-        raise args_error(node, f"op must be 0..4 ({', '.join(_BITWISE)}); got {kind}")
     a, b = _inputs(ctx, node)
     dtype = _dtype(ctx, node)
-    if dtype in FLOAT_DTYPES or (dtype == "bool" and kind > 2):
-        raise args_error(node, f"{_BITWISE[kind]} takes integer{' or bool' if kind < 3 else ''} inputs; got {dtype}")
+    kind = bitwise_args(node, dtype)
     if kind < 3:
-        name = _BITWISE[kind]
+        name = BITWISE_OPS[kind]
         if dtype == "bool":
             return [ctx.make(name, [a, b])]
         if native:
@@ -367,8 +361,7 @@ def convert_bitwise_invert(ctx: ConvertContext, node: Node) -> list[str]:
     dtype = _dtype(ctx, node)
     if dtype == "bool":
         return [ctx.make("Not", [x])]
-    if dtype in FLOAT_DTYPES:
-        raise args_error(node, f"takes integer or bool inputs; got {dtype}")
+    check_integer_or_bool(node, dtype)
     ones = np.iinfo(dtype).max if _unsigned(dtype) else -1
     return [ctx.make("Sub", [ctx.const(ones, dtype), x])]
 

@@ -10,10 +10,12 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from ..graph import Dim, Node, SymExpr
-from ..primargs import gather_args
-from .registry import ConvertContext, args_error, onnx_op, static_ints
-from .shape import INT64_MAX, dim_add, ints_const, slice_axes
+from ...graph import Dim, Node, SymExpr
+from ..args import (SCATTER_AXIS_KINDS, SCATTER_KINDS, args_error, check_batch_axis, check_scatter_window, choice_arg,
+                    gather_args, static_ints)
+from ..common import dim_add
+from .context import ConvertContext, onnx_op
+from .shape import INT64_MAX, ints_const, slice_axes
 
 # mlx::core::Scatter::ReduceType and SliceUpdate::ReduceType order: Max, Min, Sum, Prod, None.
 _SCATTER_REDUCTIONS = ["max", "min", "add", "mul", "none"]
@@ -222,9 +224,7 @@ def _drop_unit_axes(ctx: ConvertContext, upd: str, axes: Sequence[int], target: 
 @onnx_op("Scatter")
 def convert_scatter(ctx: ConvertContext, node: Node) -> list[str]:
     """Scatter(x, *indices, updates) [reduce, axes] -> ONNX ScatterND (reduction add/mul/max/min)."""
-    kind = int(node.arguments[0])
-    if not 0 <= kind < len(_SCATTER_REDUCTIONS):
-        raise args_error(node, f"reduce type must be 0..4 (Max, Min, Sum, Prod, None); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), SCATTER_KINDS)
     reduction = _SCATTER_REDUCTIONS[kind]
     info = ctx.in_info(node, 0)
     rank = info.rank
@@ -234,11 +234,7 @@ def convert_scatter(ctx: ConvertContext, node: Node) -> list[str]:
     nb = upd_info.rank - rank
     batch, window = upd_info.shape[:nb], upd_info.shape[nb:]
     others = [d for d in range(rank) if d not in axes]
-    for d in range(rank):
-        want = 1 if d in axes else info.shape[d]
-        if window[d] != want:
-            raise args_error(node, f"update slices must be 1 on indexed axes and full elsewhere; got {tuple(window)} "
-                                   f"for axes {axes} of {info.describe()}")
+    check_scatter_window(node, info, window, axes)
     upd = ctx.input(node, m + 1)
     if m == 0:
         return [upd if reduction == "none" else ctx.make(_REDUCE_OPS[reduction], [ctx.input(node, 0), upd])]
@@ -253,9 +249,7 @@ def convert_scatter(ctx: ConvertContext, node: Node) -> list[str]:
 @onnx_op("ScatterAxis")
 def convert_scatter_axis(ctx: ConvertContext, node: Node) -> list[str]:
     """ScatterAxis(x, indices, updates) [reduce, axis] -> ONNX ScatterElements (reduction add or none)."""
-    kind = int(node.arguments[0])
-    if kind not in (0, 1):
-        raise args_error(node, f"reduce type must be 0 (Sum) or 1 (None); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), SCATTER_AXIS_KINDS)
     reduction = "add" if kind == 0 else "none"
     axis = int(node.arguments[1]) % ctx.in_info(node, 0).rank
     dtype = ctx.in_info(node, 0).dtype
@@ -311,9 +305,7 @@ def _slice_piece(ctx: ConvertContext, x: str, axis: int, start: Start, end: Star
 @onnx_op("SliceUpdate")
 def convert_slice_update(ctx: ConvertContext, node: Node) -> list[str]:
     """SliceUpdate(x, update) [reduce, start, stop, strides] -> ONNX Concat of slices, or ScatterND over a grid."""
-    kind = int(node.arguments[0])
-    if not 0 <= kind < len(_SCATTER_REDUCTIONS):
-        raise args_error(node, f"reduce type must be 0..4 (Max, Min, Sum, Prod, None); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), SCATTER_KINDS)
     reduction = _SCATTER_REDUCTIONS[kind]
     start, _, strides = (list(a) for a in node.arguments[1:4])
     shape = ctx.in_info(node, 0).shape
@@ -354,8 +346,7 @@ def convert_masked_scatter(ctx: ConvertContext, node: Node) -> list[str]:
     """MaskedScatter(x, mask, src) -> ONNX CumSum of the mask, GatherElements from src, Where (per axis-0 row)."""
     x, mask, src = (ctx.input(node, i) for i in range(3))
     info = ctx.in_info(node, 0)
-    if info.rank < 1:
-        raise args_error(node, f"x must have a leading batch axis; got {info.describe()}")
+    check_batch_axis(node, info)
     # Row b takes src[b] in order at its true mask positions: position -> (trues before it).
     flat_x = ctx.make("Flatten", [x], axis=1)
     flat_mask = ctx.make("Flatten", [mask], axis=1)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 
-from ..graph import Dim, Node, SymExpr
-from ..primargs import arange_args
-from .registry import FLOAT_DTYPES, ConvertContext, args_error, numpy_dtype, onnx_dtype, onnx_op, static_ints
+from ...dtypes import numpy_dtype, onnx_dtype
+from ...graph import Dim, Node, SymExpr
+from ..args import arange_args, args_error, check_inverted_count, static_ints
+from ..common import arange_static, dim_add, dim_scale
+from .context import ConvertContext, onnx_op
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -20,25 +21,6 @@ _ARANGE_CONST_LIMIT = 4096
 # ----------------------------------------------------------------------------
 # Helpers shared with index.py
 # ----------------------------------------------------------------------------
-
-
-def dim_add(a: Dim, b: Dim) -> Dim:
-    """a + b for dims that may be SymExprs."""
-    if not isinstance(a, SymExpr) and not isinstance(b, SymExpr):
-        return int(a) + int(b)
-    terms: dict[tuple[str, ...], Fraction] = {}
-    for d in (a, b):
-        items = d.as_dict() if isinstance(d, SymExpr) else {(): Fraction(int(d))}
-        for mono, coef in items.items():
-            terms[mono] = terms.get(mono, Fraction(0)) + coef
-    return SymExpr.make(terms)
-
-
-def dim_scale(a: Dim, k: int) -> Dim:
-    """k * a for a dim that may be a SymExpr."""
-    if not isinstance(a, SymExpr):
-        return int(a) * k
-    return SymExpr.make({mono: coef * k for mono, coef in a.as_dict().items()})
 
 
 def ints_const(ctx: ConvertContext, values: Sequence[int]) -> str:
@@ -283,19 +265,6 @@ def convert_pad(ctx: ConvertContext, node: Node) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-def _arange_static(start: float, step: float, n: int, dtype: str) -> np.ndarray:
-    # MLX's CPU kernel: step' = T(start + step) - T(start), then adds step' n times in T.
-    t = numpy_dtype(dtype)
-    first = np.array(start).astype(t)
-    delta = np.array(start + step).astype(t) - first
-    if np.issubdtype(t, np.integer):
-        return (first + delta * np.arange(n, dtype=t)).astype(t)
-    seq = np.full(n, delta, dtype=t)
-    if n:
-        seq[0] = first
-    return np.add.accumulate(seq, dtype=t)
-
-
 @onnx_op("Arange")
 def convert_arange(ctx: ConvertContext, node: Node) -> list[str]:
     """Arange() [start, stop, step] -> ONNX Range (ints, long or dynamic floats) or a constant (short floats)."""
@@ -303,7 +272,7 @@ def convert_arange(ctx: ConvertContext, node: Node) -> list[str]:
     start, step, n, is_float = arange_args(node, ctx.out_info(node))
     if not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
         if n == 0 or (is_float and n <= _ARANGE_CONST_LIMIT):
-            return [ctx.const(_arange_static(float(start), float(step), n, dtype), hint="arange")]
+            return [ctx.const(arange_static(float(start), float(step), n, dtype), hint="arange")]
     if not is_float:
         first = start if isinstance(start, SymExpr) else int(np.array(start).astype(numpy_dtype(dtype)))
         # MLX's step in an integer dtype is T(start + step) - T(start).
@@ -358,8 +327,7 @@ def convert_number_of_elements(ctx: ConvertContext, node: Node) -> list[str]:
     count = ctx.make("Squeeze", [prod, ints_const(ctx, [0])])
     if not inverted:
         return [ctx.cast(count, dtype)]
-    if dtype not in FLOAT_DTYPES:
-        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+    check_inverted_count(node, dtype)
     # Divide in float32 (float16 Reciprocal is missing on some providers), then cast.
     inv = ctx.make("Reciprocal", [ctx.cast(count, "float32")])
     return [inv if dtype == "float32" else ctx.cast(inv, dtype)]

@@ -1,4 +1,4 @@
-"""The ONNX lowering registry: one function per MLX primitive, keyed by its exact name.
+"""The ONNX target's registry and the context its translations build ONNX nodes with.
 
 A translation has the signature ``fn(ctx, node) -> list[str]``: it emits ONNX
 nodes through ``ctx`` and returns the ONNX value names that hold the node's
@@ -7,51 +7,20 @@ outputs (an output may be an existing value: the node then costs nothing).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
-from ..errors import UnsupportedArgumentError
-from ..primargs import args_error  # noqa: F401  (re-exported for translations)
-from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
+from ...dtypes import numpy_dtype, onnx_dtype
+from ...graph import Dim, Graph, Node, SymExpr, TensorInfo
+from ..registry import Registry
 
-Translation = Callable[["ConvertContext", Node], list[str]]
-
-
-@dataclass(frozen=True)
-class Registration:
-    primitive: str
-    since: int
-    func: Translation
-    family: str
-
-    @property
-    def doc(self) -> str:
-        return (inspect.getdoc(self.func) or "").splitlines()[0] if self.func.__doc__ else ""
-
-
-_REGISTRY: dict[str, list[Registration]] = {}
-
-
-def onnx_op(*primitives: str, since: int = 1) -> Callable[[Translation], Translation]:
-    """Register a translation for one or more MLX primitive names (exact spelling)."""
-
-    def register(func: Translation) -> Translation:
-        family = func.__module__.rsplit(".", 1)[-1]
-        for name in primitives:
-            entries = _REGISTRY.setdefault(name, [])
-            if any(e.since == since for e in entries):
-                raise RuntimeError(f"ONNX translation for '{name}' (since opset {since}) is registered twice: "
-                                   f"{func.__module__}.{func.__name__}")
-            entries.append(Registration(name, since, func, family))
-            entries.sort(key=lambda e: e.since)
-        return func
-
-    return register
+ONNX = Registry("ONNX", __package__, ("elementwise", "index", "linalg", "nn", "quant", "reduce", "shape"),
+                version_name="opset")
+onnx_op = ONNX.register
 
 
 def register_direct(table: dict[str, str], family_module: str) -> None:
@@ -65,54 +34,6 @@ def register_direct(table: dict[str, str], family_module: str) -> None:
         convert.__module__ = family_module
         convert.__name__ = f"convert_{primitive.lower()}"
         onnx_op(primitive)(convert)
-
-
-def lookup(primitive: str, opset: int) -> Registration | None:
-    """The registration with the highest ``since`` that is <= opset."""
-    best = None
-    for entry in _REGISTRY.get(primitive, []):
-        if entry.since <= opset:
-            best = entry
-    return best
-
-
-def registrations() -> dict[str, list[Registration]]:
-    load_all()
-    return {k: list(v) for k, v in sorted(_REGISTRY.items())}
-
-
-def load_all() -> None:
-    """Import every op family so its registrations run."""
-    from . import elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
-
-
-# ----------------------------------------------------------------------------
-# dtypes
-# ----------------------------------------------------------------------------
-
-ONNX_DTYPES: dict[str, int] = {
-    "bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "uint16": TensorProto.UINT16,
-    "uint32": TensorProto.UINT32, "uint64": TensorProto.UINT64, "int8": TensorProto.INT8,
-    "int16": TensorProto.INT16, "int32": TensorProto.INT32, "int64": TensorProto.INT64,
-    "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16, "float32": TensorProto.FLOAT,
-    "float64": TensorProto.DOUBLE,
-}
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
-
-
-def onnx_dtype(name: str) -> int:
-    try:
-        return ONNX_DTYPES[name]
-    except KeyError:
-        raise UnsupportedArgumentError(f"dtype {name} has no ONNX equivalent; supported: {', '.join(ONNX_DTYPES)}") from None
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 # ----------------------------------------------------------------------------
@@ -301,13 +222,3 @@ class ConvertContext:
             return self.const(np.array(dim, dtype=numpy_dtype(dtype)))
         out = self.make("Squeeze", [self.dim(dim), self.const([0], np.int64)])
         return out if dtype == "int64" else self.cast(out, dtype)
-
-
-def static_ints(node: Node, values: Iterable[Any], what: str) -> list[int]:
-    """Require a list of static ints (no dynamic dimension) in an argument."""
-    out = []
-    for v in values:
-        if isinstance(v, SymExpr):
-            raise args_error(node, f"{what} must not depend on a dynamic axis; got {v}")
-        out.append(int(v))
-    return out

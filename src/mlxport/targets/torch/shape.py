@@ -8,11 +8,11 @@ import operator
 import numpy as np
 import torch
 
-from ..graph import Node, SymExpr
-from ..ops.registry import numpy_dtype
-from ..ops.shape import _arange_static
-from ..primargs import arange_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import numpy_dtype, torch_dtype
+from ...graph import Node, SymExpr
+from ..args import arange_args, args_error, check_inverted_count
+from ..common import arange_static
+from .context import TorchContext, torch_op
 from .windows import element_count, strided_windows, window_plan
 
 
@@ -172,7 +172,7 @@ def convert_arange(ctx: TorchContext, node: Node) -> list:
     start, step, n, is_float = arange_args(node, ctx.out_info(node))
     if is_float and not isinstance(n, SymExpr) and not isinstance(start, SymExpr):
         # A constant holds MLX's exact values: its CPU kernel accumulates the step in the output dtype.
-        return [ctx.buffer(_arange_static(float(start), float(step), int(n), dtype), hint="arange")]
+        return [ctx.buffer(arange_static(float(start), float(step), int(n), dtype), hint="arange")]
     if isinstance(start, SymExpr):
         first, delta = ctx.dim(start), float(step) if is_float else int(step)
     else:
@@ -202,8 +202,8 @@ def convert_number_of_elements(ctx: TorchContext, node: Node) -> list:
     if all(not isinstance(d, SymExpr) for d in dims):
         total = float(np.prod(dims, dtype=np.float64))
         return [ctx.buffer(np.array(1.0 / total if inverted else total).astype(numpy_dtype(dtype)), hint="count")]
-    if inverted and dtype not in ("float16", "bfloat16", "float32", "float64"):
-        raise args_error(node, f"an inverted count needs a float dtype; got {dtype}")
+    if inverted:
+        check_inverted_count(node, dtype)
     prod = None
     for d in dims:
         prod = ctx.dim(d) if prod is None else ctx.call(operator.mul, prod, ctx.dim(d))

@@ -6,9 +6,10 @@ import operator
 
 import torch
 
-from ..graph import Node
-from ..primargs import FLOAT_DTYPES, axis_arg, scan_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import FLOAT_DTYPES, torch_dtype
+from ...graph import Node
+from ..args import ARG_REDUCE_KINDS, REDUCE_KINDS, axis_arg, check_sorted_sequence, choice_arg, scan_args
+from .context import TorchContext, torch_op
 from .windows import pooled_reduce
 
 # mlx::core::Reduce::ReduceType order: And, Or, Sum, Prod, Min, Max
@@ -19,8 +20,7 @@ _REDUCERS = {0: torch.all, 1: torch.any, 2: torch.sum, 3: torch.prod, 4: torch.a
 def convert_reduce(ctx: TorchContext, node: Node) -> list:
     """Reduce(x) [type, axes] -> torch.all/any/sum/prod/amin/amax with keepdim, or max/avg pooling of a window view."""
     kind, axes = int(node.arguments[0]), [int(a) for a in node.arguments[1]]
-    if kind not in _REDUCERS:
-        raise args_error(node, f"reduce type must be 0..5 (And, Or, Sum, Prod, Min, Max); got {kind}")
+    choice_arg(node, kind, REDUCE_KINDS)
     x = ctx.input(node, 0)
     if not axes:
         return [x]
@@ -98,9 +98,7 @@ def _unordered(ctx: TorchContext, x: object, compute: str, dtype: str) -> object
 @torch_op("ArgReduce")
 def convert_arg_reduce(ctx: TorchContext, node: Node) -> list:
     """ArgReduce(x) [ArgMin|ArgMax, axis] -> torch.argmin/argmax keepdim, cast to the uint32 output."""
-    kind = int(node.arguments[0])
-    if kind not in (0, 1):
-        raise args_error(node, f"reduce type must be 0 (ArgMin) or 1 (ArgMax); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), ARG_REDUCE_KINDS)
     info = ctx.in_info(node, 0)
     axis = _axis(node, node.arguments[1], info.rank)
     # torch, like MLX, returns the first NaN, else the first of tied extremes.
@@ -218,8 +216,7 @@ def convert_search_sorted(ctx: TorchContext, node: Node) -> list:
     """SearchSorted(sorted, values) [right] -> torch.lt/le on every pair, sum, cast to the uint32 output."""
     right = bool(node.arguments[0])
     info = ctx.in_info(node, 0)
-    if info.rank != 1:
-        raise args_error(node, f"the sorted sequence must be 1-D; got {info.describe()}")
+    check_sorted_sequence(node, info)
     seq, _ = _ordered(ctx, ctx.input(node, 0), info.dtype)
     values, _ = _ordered(ctx, ctx.input(node, 1), ctx.in_info(node, 1).dtype)
     values = ctx.method("unsqueeze", values, -1)  # [..., 1] against [n]

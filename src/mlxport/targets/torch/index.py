@@ -12,10 +12,12 @@ from typing import Any, Sequence
 
 import torch
 
-from ..graph import Dim, Node, SymExpr
-from ..ops.shape import dim_add, dim_scale
-from ..primargs import gather_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node, SymExpr
+from ..args import (SCATTER_AXIS_KINDS, SCATTER_KINDS, args_error, check_batch_axis, check_scatter_window, choice_arg,
+                    gather_args)
+from ..common import dim_add, dim_scale
+from .context import TorchContext, torch_op
 
 # mlx::core::Scatter::ReduceType and SliceUpdate::ReduceType order: Max, Min, Sum, Prod, None.
 _SCATTER_REDUCTIONS = ["max", "min", "add", "mul", "none"]
@@ -37,10 +39,7 @@ def _index(ctx: TorchContext, node: Node, i: int, size: Dim | None = None) -> An
 
 
 def _reduction(node: Node) -> str:
-    kind = int(node.arguments[0])
-    if not 0 <= kind < len(_SCATTER_REDUCTIONS):
-        raise args_error(node, f"reduce type must be 0..4 (Max, Min, Sum, Prod, None); got {kind}")
-    return _SCATTER_REDUCTIONS[kind]
+    return _SCATTER_REDUCTIONS[choice_arg(node, int(node.arguments[0]), SCATTER_KINDS)]
 
 
 def _inverse(perm: Sequence[int]) -> list[int]:
@@ -107,10 +106,7 @@ def convert_scatter(ctx: TorchContext, node: Node) -> list:
     nb = upd_info.rank - rank
     window = upd_info.shape[nb:]
     others = [d for d in range(rank) if d not in axes]
-    for d in range(rank):
-        if window[d] != (1 if d in axes else info.shape[d]):
-            raise args_error(node, f"update slices must be 1 on indexed axes and full elsewhere; got {tuple(window)} "
-                                   f"for axes {axes} of {info.describe()}")
+    check_scatter_window(node, info, window, axes)
     x, upd = ctx.input(node, 0), ctx.input(node, m + 1)
     if m == 0:
         return [upd if reduction == "none" else ctx.call(_COMBINE[reduction], x, upd)]
@@ -146,9 +142,7 @@ def convert_scatter(ctx: TorchContext, node: Node) -> list:
 @torch_op("ScatterAxis")
 def convert_scatter_axis(ctx: TorchContext, node: Node) -> list:
     """ScatterAxis(x, indices, updates) [reduce, axis] -> torch.scatter (reduce None) or torch.scatter_add (Sum)."""
-    kind = int(node.arguments[0])
-    if kind not in (0, 1):
-        raise args_error(node, f"reduce type must be 0 (Sum) or 1 (None); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), SCATTER_AXIS_KINDS)
     info = ctx.in_info(node, 0)
     axis = int(node.arguments[1]) % info.rank
     idx = _index(ctx, node, 1, info.shape[axis])
@@ -256,8 +250,7 @@ def convert_dynamic_slice_update(ctx: TorchContext, node: Node) -> list:
 def convert_masked_scatter(ctx: TorchContext, node: Node) -> list:
     """MaskedScatter(x, mask, src) -> torch.cumsum of the mask, torch.gather from src, torch.where (per axis-0 row)."""
     info = ctx.in_info(node, 0)
-    if info.rank < 1:
-        raise args_error(node, f"x must have a leading batch axis; got {info.describe()}")
+    check_batch_axis(node, info)
     x, mask, src = (ctx.input(node, i) for i in range(3))
     flat_x = ctx.call(torch.flatten, x, 1)
     flat_mask = ctx.call(torch.flatten, mask, 1)

@@ -6,12 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..graph import Dim, Node, SymExpr, TensorInfo
-from .registry import ConvertContext, args_error, onnx_op, static_ints
-
-# Primitives that only relabel the axes of a row-major array (order of elements kept).
-_PURE_RESHAPES = {"Reshape", "ExpandDims", "Squeeze", "Flatten", "Unflatten"}
-
+from ...graph import Dim, Node, SymExpr, TensorInfo
+from ..args import block_masked_inputs, static_ints, static_last_axis
+from ..common import batch_operand, ir_producer
+from .context import ConvertContext, onnx_op
 
 def _untransposed(ctx: ConvertContext, name: str) -> str | None:
     """The input of a 2-D Transpose that produced ``name`` (to use Gemm's transB instead)."""
@@ -23,17 +21,9 @@ def _untransposed(ctx: ConvertContext, name: str) -> str | None:
     return None
 
 
-def ir_producer(ctx: ConvertContext, name: str) -> Node | None:
-    """The IR node whose output is ``name`` (None for inputs and constants)."""
-    for node in ctx.graph.nodes:
-        if name in node.outputs:
-            return node
-    return None
-
-
 def _shared_weight_transpose(ctx: ConvertContext, node: Node) -> str | None:
     """The constant W when input 1 is W.T and W has other users (a tied embedding)."""
-    prod = ir_producer(ctx, node.inputs[1])
+    prod = ir_producer(ctx.graph, node.inputs[1])
     if prod is None or prod.primitive != "Transpose" or list(prod.arguments[0]) != [1, 0]:
         return None
     src = prod.inputs[0]
@@ -100,46 +90,18 @@ def convert_addmm(ctx: ConvertContext, node: Node) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-def is_batch_iota(ctx: ConvertContext, name: str, batch: Sequence[Dim]) -> bool:
-    """True when index tensor ``name`` is arange(prod(batch)) laid out as ``batch``.
-
-    MLX fills a missing lhs/rhs index with such an iota; then operand[index]
-    is the operand itself and the Gather can go.
-    """
-    if tuple(ctx.graph.tensors[name].shape) != tuple(batch):
-        return False
-    value = ctx.graph.constants.get(name)
-    if value is not None:
-        return bool(np.array_equal(value.reshape(-1), np.arange(value.size)))
-    node = ir_producer(ctx, name)
-    while node is not None and node.primitive in _PURE_RESHAPES:
-        node = ir_producer(ctx, node.inputs[0])
-    if node is None or node.primitive != "Arange" or len(node.arguments) < 3:
-        return False
-    start, _, step = node.arguments[:3]
-    return not isinstance(start, SymExpr) and not isinstance(step, SymExpr) and float(start) == 0 and float(step) == 1
-
-
 def take_batch(ctx: ConvertContext, x: str, shape: Sequence[Dim], index: str) -> str:
     """Matrices of ``x`` ([..., r, c]) picked from its flattened batch -> index.shape + [r, c]."""
     flat = ctx.make("Reshape", [x, ctx.shape_tensor([-1, *shape[-2:]])])
     return ctx.make("Gather", [flat, ctx.cast(ctx.values[index], "int64")], axis=0)
 
 
-def batch_operand(ctx: ConvertContext, node: Node, operand: int, index: int) -> str:
-    """operand[index] for a gathered product: the operand itself when the index is an iota."""
-    info = ctx.in_info(node, operand)
-    if is_batch_iota(ctx, node.inputs[index], info.shape[:-2]):
-        return ctx.input(node, operand)
-    return take_batch(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
-
-
 @onnx_op("GatherMM")
 def convert_gather_mm(ctx: ConvertContext, node: Node) -> list[str]:
     """GatherMM(a, b, lhs_indices, rhs_indices) [left_sorted, right_sorted] -> ONNX Gather + MatMul."""
     # Sorting only tells MLX's kernels the indices are grouped; the result is the same.
-    a = batch_operand(ctx, node, 0, 2)
-    b = batch_operand(ctx, node, 1, 3)
+    a = batch_operand(ctx, node, 0, 2, take_batch)
+    b = batch_operand(ctx, node, 1, 3, take_batch)
     return [ctx.make("MatMul", [a, b])]
 
 
@@ -161,9 +123,7 @@ def _block_mask(ctx: ConvertContext, node: Node, x: str, mask: int, rows: int, c
 @onnx_op("BlockMaskedMM")
 def convert_block_masked_mm(ctx: ConvertContext, node: Node) -> list[str]:
     """BlockMaskedMM(a, b[, mask_out][, mask_lhs, mask_rhs]) [block_size] -> ONNX Gather + Where/Mul + MatMul."""
-    count = len(node.inputs)
-    if count not in (3, 4, 5):
-        raise args_error(node, f"expects 3, 4 or 5 inputs (a, b and masks); got {count}")
+    count = block_masked_inputs(node)
     m, k = static_ints(node, ctx.in_info(node, 0).shape[-2:], "the matrix dims of a")
     n = static_ints(node, ctx.in_info(node, 1).shape[-1:], "the matrix dims of b")[0]
     a, b = ctx.input(node, 0), ctx.input(node, 1)
@@ -182,9 +142,7 @@ def convert_hadamard(ctx: ConvertContext, node: Node) -> list[str]:
     import mlx.core as mx
 
     info = ctx.in_info(node, 0)
-    n = info.shape[-1]
-    if not isinstance(n, int):
-        raise args_error(node, f"the transformed (last) axis must have a static size; got {n}")
+    n = static_last_axis(node, info)
     scale = float(node.arguments[0])
     # MLX's transform is linear: its rows for the identity are its matrix (2^k and the
     # 12/20/28 * 2^k sizes alike), so the ONNX graph multiplies by exactly that.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 import torch
 
-from ..graph import Node
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Node
+from ..args import args_error, bitwise_args, check_integer_or_bool
+from .context import TorchContext, torch_op
 
 # Argument-free 1:1 mappings, registered one function per primitive below.
 _DIRECT = {
@@ -128,8 +130,7 @@ def convert_divmod(ctx: TorchContext, node: Node) -> list:
     return [quotient, remainder]
 
 
-# mlx::core::BitwiseBinary::Op order (its state()).
-_BITWISE = ("And", "Or", "Xor", "LeftShift", "RightShift")
+# In args.BITWISE_OPS order (MLX's BitwiseBinary::Op).
 _BITWISE_FNS = (torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor, torch.bitwise_left_shift,
                 torch.bitwise_right_shift)
 
@@ -137,12 +138,8 @@ _BITWISE_FNS = (torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor, torch.bi
 @torch_op("BitwiseBinary")
 def convert_bitwise_binary(ctx: TorchContext, node: Node) -> list:
     """BitwiseBinary(a, b) [op] -> torch.bitwise_and/or/xor/left_shift/right_shift."""
-    kind = node.arguments[0] if node.arguments else None
-    if not isinstance(kind, int) or not 0 <= kind < len(_BITWISE):
-        raise args_error(node, f"op must be 0..4 ({', '.join(_BITWISE)}); got {kind}")
     dtype = ctx.out_info(node).dtype
-    if dtype.startswith(("float", "bfloat", "complex")) or (dtype == "bool" and kind > 2):
-        raise args_error(node, f"{_BITWISE[kind]} takes integer{' or bool' if kind < 3 else ''} inputs; got {dtype}")
+    kind = bitwise_args(node, dtype)
     a, b = ctx.input(node, 0), ctx.input(node, 1)
     if kind < 3 or dtype not in _WIDEN:
         return [ctx.call(_BITWISE_FNS[kind], a, b)]
@@ -163,8 +160,7 @@ def convert_bitwise_invert(ctx: TorchContext, node: Node) -> list:
     """BitwiseInvert(x) -> torch.bitwise_not (logical not for bool; unsigned via int64 and back)."""
     x = ctx.input(node, 0)
     dtype = ctx.out_info(node).dtype
-    if dtype.startswith(("float", "bfloat", "complex")):
-        raise args_error(node, f"takes integer or bool inputs; got {dtype}")
+    check_integer_or_bool(node, dtype)
     if dtype not in _WIDEN:
         return [ctx.call(torch.bitwise_not, x)]
     return [ctx.method("to", ctx.call(torch.bitwise_not, ctx.method("to", x, torch.int64)), torch_dtype(dtype))]

@@ -7,9 +7,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..graph import Dim, Node
-from ..ops.linalg import is_batch_iota
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Dim, Node
+from ..args import args_error, block_masked_inputs
+from ..common import batch_operand
+from .context import TorchContext, torch_op
 
 
 @torch_op("Matmul")
@@ -42,19 +44,11 @@ def take_batch(ctx: TorchContext, x: Any, shape: Sequence[Dim], index: str) -> A
     return ctx.call(torch.reshape, picked, ctx.shape(ctx.graph.tensors[index].shape) + [rows, cols])
 
 
-def batch_operand(ctx: TorchContext, node: Node, operand: int, index: int) -> Any:
-    """operand[index] for a gathered product: the operand itself when the index is an iota."""
-    info = ctx.in_info(node, operand)
-    if is_batch_iota(ctx, node.inputs[index], info.shape[:-2]):  # type: ignore[arg-type]
-        return ctx.input(node, operand)
-    return take_batch(ctx, ctx.input(node, operand), info.shape, node.inputs[index])
-
-
 @torch_op("GatherMM")
 def convert_gather_mm(ctx: TorchContext, node: Node) -> list:
     """GatherMM(a, b, lhs_indices, rhs_indices) [left_sorted, right_sorted] -> torch.index_select + torch.matmul."""
     # Sorting only tells MLX's kernels the indices are grouped; the result is the same.
-    return [ctx.call(torch.matmul, batch_operand(ctx, node, 0, 2), batch_operand(ctx, node, 1, 3))]
+    return [ctx.call(torch.matmul, batch_operand(ctx, node, 0, 2, take_batch), batch_operand(ctx, node, 1, 3, take_batch))]
 
 
 def _block_mask(ctx: TorchContext, node: Node, x: Any, mask: int, rows: int, cols: int) -> Any:
@@ -73,9 +67,7 @@ def _block_mask(ctx: TorchContext, node: Node, x: Any, mask: int, rows: int, col
 @torch_op("BlockMaskedMM")
 def convert_block_masked_mm(ctx: TorchContext, node: Node) -> list:
     """BlockMaskedMM(a, b[, mask_out][, mask_lhs, mask_rhs]) [block_size] -> torch.index_select + masked_fill/mul + matmul."""
-    count = len(node.inputs)
-    if count not in (3, 4, 5):
-        raise args_error(node, f"expects 3, 4 or 5 inputs (a, b and masks); got {count}")
+    count = block_masked_inputs(node)
     dims = [*ctx.in_info(node, 0).shape[-2:], ctx.in_info(node, 1).shape[-1]]
     if not all(isinstance(d, int) for d in dims):
         raise args_error(node, f"the matrix dims of a and b must be static; got {dims}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Node, SymExpr
-from ..primargs import axis_arg, scan_args
-from .registry import FLOAT_DTYPES, ConvertContext, args_error, numpy_dtype, onnx_op, static_ints
+from ...dtypes import FLOAT_DTYPES, numpy_dtype
+from ...graph import Node, SymExpr
+from ..args import ARG_REDUCE_KINDS, REDUCE_KINDS, axis_arg, check_sorted_sequence, choice_arg, scan_args, static_ints
+from .context import ConvertContext, onnx_op
 
 HALF_DTYPES = {"float16", "bfloat16"}
 # Dtypes ORT's CPU provider orders natively (ReduceMin/Max, ArgMin/Max, TopK, Min/Max).
@@ -59,9 +60,7 @@ _REDUCE_ONNX = {"And": "ReduceMin", "Or": "ReduceMax", "Sum": "ReduceSum", "Prod
 
 
 def _reduce(ctx: ConvertContext, node: Node, axes_input: bool) -> list[str]:
-    kind = int(node.arguments[0])
-    if not 0 <= kind < len(_REDUCE_KINDS):
-        raise args_error(node, f"reduce type must be 0..5 (And, Or, Sum, Prod, Min, Max); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), REDUCE_KINDS)
     name = _REDUCE_KINDS[kind]
     axes = static_ints(node, node.arguments[1], "axes")
     x = ctx.input(node, 0)
@@ -100,9 +99,7 @@ def convert_reduce_18(ctx: ConvertContext, node: Node) -> list[str]:
 @onnx_op("ArgReduce")
 def convert_arg_reduce(ctx: ConvertContext, node: Node) -> list[str]:
     """ArgReduce(x) [ArgMin|ArgMax, axis] -> ONNX TopK k=1 (floats) or ArgMin/ArgMax, Cast to uint32."""
-    kind = int(node.arguments[0])
-    if kind not in (0, 1):
-        raise args_error(node, f"reduce type must be 0 (ArgMin) or 1 (ArgMax); got {kind}")
+    kind = choice_arg(node, int(node.arguments[0]), ARG_REDUCE_KINDS)
     info = ctx.in_info(node, 0)
     axis = _axis(node, node.arguments[1], info.rank)
     x = ctx.input(node, 0)
@@ -326,8 +323,7 @@ def convert_search_sorted(ctx: ConvertContext, node: Node) -> list[str]:
     """SearchSorted(sorted, values) [right] -> ONNX Less/LessOrEqual on every pair, ReduceSum, Cast to uint32."""
     right = bool(node.arguments[0])
     info = ctx.in_info(node, 0)
-    if info.rank != 1:
-        raise args_error(node, f"the sorted sequence must be 1-D; got {info.describe()}")
+    check_sorted_sequence(node, info)
     compute = "uint8" if info.dtype == "bool" else info.dtype  # ORT's Less takes no bool
     seq = _to(ctx, ctx.input(node, 0), info.dtype, compute)
     values = _to(ctx, ctx.input(node, 1), ctx.in_info(node, 1).dtype, compute)

@@ -2,7 +2,7 @@
 
 The uint32 words, scales and biases stay module buffers as MLX stores them and
 are dequantized at run time (the layout and modes are described in
-ops/quant.py). torch's uint32 has almost no kernels (no shifts or masks), so
+targets/onnx/quant.py). torch's uint32 has almost no kernels (no shifts or masks), so
 the words are widened to int64 for the unpacking.
 """
 
@@ -13,12 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..graph import Node
-from ..ops.linalg import is_batch_iota
-from ..ops.quant import _FP4_E2M1, _e8m0_table, _fp8_e4m3_table
-from .linalg import batch_operand, take_batch
-from ..primargs import quant_args
-from .registry import TorchContext, args_error, torch_dtype, torch_op
+from ...dtypes import torch_dtype
+from ...graph import Node
+from ..args import quant_args, quantize_args
+from ..common import FP4_E2M1, batch_operand, e8m0_table, fp8_e4m3_table, is_batch_iota
+from .context import TorchContext, torch_op
+from .linalg import take_batch
 
 _WORD = 0xFFFFFFFF
 
@@ -54,9 +54,9 @@ def _dequantize(ctx: TorchContext, parts: Sequence[Any], group: int, bits: int, 
         values = ctx.method("to", codes, torch.float32)
         scale = ctx.method("to", parts[1], torch.float32)
     else:
-        lut = _FP4_E2M1 if bits == 4 else _fp8_e4m3_table()
+        lut = FP4_E2M1 if bits == 4 else fp8_e4m3_table()
         values = ctx.call(torch.take, ctx.buffer(lut, hint="lut"), codes)
-        table = _fp8_e4m3_table() if group == 16 else _e8m0_table()
+        table = fp8_e4m3_table() if group == 16 else e8m0_table()
         scale = ctx.call(torch.take, ctx.buffer(table, hint="scale_lut"), ctx.method("to", parts[1], torch.int64))
     grouped = ctx.call(torch.unflatten, values, -1, [-1, group])
     grouped = ctx.call(torch.mul, grouped, ctx.call(torch.unsqueeze, scale, -1))
@@ -84,11 +84,11 @@ def convert_gather_qmm(ctx: TorchContext, node: Node) -> list:
     """GatherQMM(x, w, scales[, biases], lhs, rhs) [group_size, bits, mode, transpose, sorted x2] -> index_select + shifts + matmul."""
     group, bits, mode = _quant_args(node)
     lhs, rhs = len(node.inputs) - 2, len(node.inputs) - 1
-    x = batch_operand(ctx, node, 0, lhs)
+    x = batch_operand(ctx, node, 0, lhs, take_batch)
     inputs = range(1, 4 if mode == "affine" else 3)
     parts = [ctx.input(node, i) for i in inputs]
     # Only the experts picked are unpacked: the selection works on the packed words.
-    if not is_batch_iota(ctx, node.inputs[rhs], ctx.in_info(node, 1).shape[:-2]):  # type: ignore[arg-type]
+    if not is_batch_iota(ctx.graph, node.inputs[rhs], ctx.in_info(node, 1).shape[:-2]):
         parts = [take_batch(ctx, p, ctx.in_info(node, i).shape, node.inputs[rhs]) for p, i in zip(parts, inputs)]
     w = _dequantize(ctx, parts, group, bits, mode, ctx.out_info(node).dtype)
     return [_product(ctx, x, w, bool(node.arguments[3]))]
@@ -133,10 +133,8 @@ def _quantize(ctx: TorchContext, node: Node, group: int, bits: int) -> list:
 @torch_op("Quantize")
 def convert_quantize(ctx: TorchContext, node: Node) -> list:
     """Quantize(w | w_q, scales[, biases]) [group_size, bits, mode, dequantize] -> int64 shifts + mul/add, or round + packing."""
-    group, bits, mode = _quant_args(node)
-    if bool(node.arguments[-1]):
+    group, bits, mode, dequantize = quantize_args(node)
+    if dequantize:
         parts = [ctx.input(node, i) for i in range(len(node.inputs))]
         return [_dequantize(ctx, parts, group, bits, mode, ctx.out_info(node).dtype)]
-    if mode != "affine":
-        raise args_error(node, f"quantizing at run time is supported for affine mode; got {mode}")
     return _quantize(ctx, node, group, bits)

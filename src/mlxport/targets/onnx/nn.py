@@ -7,8 +7,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..graph import Dim, Graph, Node, SymExpr, is_static
-from .registry import ConvertContext, args_error, numpy_dtype, onnx_op, static_ints
+from ...dtypes import numpy_dtype
+from ...graph import Dim, Node, SymExpr, is_static
+from ..args import args_error, check_conv_padding, check_static_heads, rope_dims, sdpa_args, static_ints
+from ..common import ir_producer
+from .context import ConvertContext, onnx_op
 from .shape import INT64_MAX, reshape
 
 INT64_MIN = -INT64_MAX - 1
@@ -22,13 +25,6 @@ def _to_channels_first(rank: int) -> list[int]:
 
 def _to_channels_last(rank: int) -> list[int]:
     return [0, *range(2, rank), 1]
-
-
-def _ir_producer(graph: Graph, name: str) -> Node | None:
-    for node in graph.nodes:
-        if name in node.outputs:
-            return node
-    return None
 
 
 def _ints(ctx: ConvertContext, values: Sequence[int]) -> str:
@@ -111,9 +107,7 @@ def convert_convolution(ctx: ConvertContext, node: Node) -> list[str]:
     rank = ctx.in_info(node, 0).rank
     wshape = static_ints(node, ctx.in_info(node, 1).shape, "weight shape")
     kernel = wshape[1:-1]
-    if min(pad_lo + pad_hi) < 0:
-        raise args_error(node, "padding must be non-negative (MLX slices negative padding away); "
-                               f"got {pad_lo}, {pad_hi}")
+    check_conv_padding(node, pad_lo, pad_hi)
     x = ctx.make("Transpose", [ctx.input(node, 0)], perm=_to_channels_first(rank))
     if all(i == 1 for i in idil):
         w = _conv_weight(ctx, ctx.input(node, 1), wshape, flip, groups, transposed=False)
@@ -157,7 +151,7 @@ def _pool_window(ctx: ConvertContext, node: Node) -> str | None:
         return None
     if node.outputs[0] in graph.output_sources.values():
         return None
-    src = _ir_producer(graph, node.inputs[0])
+    src = ir_producer(graph, node.inputs[0])
     if src is None or src.primitive not in ("Flatten", "Reshape"):
         return None
     info = graph.tensors[src.inputs[0]]
@@ -210,7 +204,7 @@ def _pool_window(ctx: ConvertContext, node: Node) -> str | None:
 def _pool_padding(ctx: ConvertContext, name: str, kind: int, kernel: list[int]) -> tuple[str, list[int]]:
     """Fold an explicit spatial Pad (-inf for max, 0 for sum) in front of the window into the pool's pads."""
     graph = ctx.graph
-    pad = _ir_producer(graph, name)
+    pad = ir_producer(graph, name)
     rank = graph.tensors[name].rank
     none = (ctx.values[name], [0] * (2 * (rank - 2)))
     if pad is None or pad.primitive != "Pad" or len(graph.consumers().get(name, [])) != 1:
@@ -368,16 +362,10 @@ def _make_rope_angles(ctx: ConvertContext, node: Node, per_batch_rank: int) -> t
     return cos, sin
 
 
-def _check_rope(node: Node) -> None:
-    dims = node.arguments[0]
-    if isinstance(dims, SymExpr) or int(dims) % 2:
-        raise args_error(node, f"dims must be a static even number; got {dims}")
-
-
 @onnx_op("RoPE")
 def convert_rope(ctx: ConvertContext, node: Node) -> list[str]:
     """RoPE(x, offset[, freqs]) [dims, traditional, base, scale, forward] -> ONNX Range/Sin/Cos angles, Slice, Mul, Add/Sub, Concat."""
-    _check_rope(node)
+    rope_dims(node)
     dims, traditional, forward = int(node.arguments[0]), bool(node.arguments[1]), bool(node.arguments[4])
     info = ctx.in_info(node, 0)
     x, half = ctx.input(node, 0), dims // 2
@@ -404,7 +392,7 @@ def convert_rope(ctx: ConvertContext, node: Node) -> list[str]:
 @onnx_op("RoPE", since=23)
 def convert_rope_23(ctx: ConvertContext, node: Node) -> list[str]:
     """RoPE(x, offset[, freqs]) [dims, traditional, base, scale, forward] -> ONNX RotaryEmbedding with computed cos/sin caches."""
-    _check_rope(node)
+    rope_dims(node)
     dims, traditional, forward = int(node.arguments[0]), bool(node.arguments[1]), bool(node.arguments[4])
     info = ctx.in_info(node, 0)
     x, shape = ctx.input(node, 0), list(info.shape)
@@ -428,16 +416,6 @@ def convert_rope_23(ctx: ConvertContext, node: Node) -> list[str]:
     return [reshape(ctx, y, shape4, shape)]
 
 
-def _sdpa_check(ctx: ConvertContext, node: Node) -> tuple[float, bool, bool]:
-    scale, causal, sinks, logsumexp = node.arguments[:4]
-    if logsumexp:
-        raise args_error(node, "output_logsumexp is only produced while tracing gradients; "
-                               "export the inference function (outside mx.grad/value_and_grad); got True")
-    # A single query (a decode step) sees every key under MLX's bottom-right causal mask.
-    causal = bool(causal) and ctx.in_info(node, 0).shape[2] != 1
-    return float(scale), causal, bool(sinks)
-
-
 def _causal_mask(ctx: ConvertContext, q_len: Dim, k_len: Dim) -> str:
     """bool (qL, kL): query i sees key j when j <= i + kL - qL (bottom-right aligned, like MLX)."""
     def make() -> str:
@@ -454,7 +432,7 @@ def _causal_mask(ctx: ConvertContext, q_len: Dim, k_len: Dim) -> str:
 def _sdpa_mask(ctx: ConvertContext, node: Node) -> tuple[str, tuple[Dim, ...]]:
     """The mask input and its shape, looking through MLX's broadcast to (B, Nq, qL, kL)."""
     name = node.inputs[3]
-    src = _ir_producer(ctx.graph, name)
+    src = ir_producer(ctx.graph, name)
     if src is not None and src.primitive == "Broadcast":
         name = src.inputs[0]
     return ctx.values[name], ctx.graph.tensors[name].shape
@@ -463,13 +441,12 @@ def _sdpa_mask(ctx: ConvertContext, node: Node) -> tuple[str, tuple[Dim, ...]]:
 @onnx_op("ScaledDotProductAttention")
 def convert_sdpa(ctx: ConvertContext, node: Node) -> list[str]:
     """ScaledDotProductAttention(q, k, v[, mask][, sinks]) [scale, causal, has_sinks, logsumexp, force_fused] -> ONNX Mul, MatMul, Where/Add, Softmax (float32), MatMul."""
-    scale, causal, has_sinks = _sdpa_check(ctx, node)
     q_info, k_info = ctx.in_info(node, 0), ctx.in_info(node, 1)
+    scale, causal, has_sinks = sdpa_args(node, q_info, k_info)
     dtype = ctx.out_info(node).dtype
     batch, heads, q_len, head_dim = q_info.shape
     kv_heads, k_len = k_info.shape[1], k_info.shape[2]
-    if not is_static([heads, kv_heads]):
-        raise args_error(node, f"head counts must be static; got {heads} and {kv_heads}")
+    check_static_heads(node, heads, kv_heads)
     rep = heads // kv_heads
     q = ctx.make("Mul", [ctx.input(node, 0), ctx.const(np.array(scale, numpy_dtype(dtype)))])
     k, v = ctx.input(node, 1), ctx.input(node, 2)
@@ -519,7 +496,7 @@ def convert_sdpa(ctx: ConvertContext, node: Node) -> list[str]:
 @onnx_op("ScaledDotProductAttention", since=23)
 def convert_sdpa_23(ctx: ConvertContext, node: Node) -> list[str]:
     """ScaledDotProductAttention(q, k, v[, mask][, sinks]) [scale, causal, has_sinks, logsumexp, force_fused] -> ONNX Attention (GQA, is_causal); attention sinks use the opset-17 form."""
-    scale, causal, has_sinks = _sdpa_check(ctx, node)
+    scale, causal, has_sinks = sdpa_args(node, ctx.in_info(node, 0), ctx.in_info(node, 1))
     if has_sinks:
         return convert_sdpa(ctx, node)
     q_len, k_len = ctx.in_info(node, 0).shape[2], ctx.in_info(node, 1).shape[2]

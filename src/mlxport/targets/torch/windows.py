@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import torch
 
-from ..graph import Dim, Node, SymExpr
-from .registry import TorchContext
+from ...graph import Dim, Node, SymExpr
+from .context import TorchContext
 
 # A strided view is lowered as slices only when it takes at most this many (else torch.as_strided).
 MAX_WINDOW_SLICES = 64

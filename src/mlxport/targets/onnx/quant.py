@@ -26,10 +26,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..graph import Node, SymExpr
-from .linalg import batch_operand, is_batch_iota, take_batch
-from ..primargs import quant_args
-from .registry import ConvertContext, Initializer, args_error, numpy_dtype, onnx_op, static_ints
+from ...dtypes import numpy_dtype
+from ...graph import Node, SymExpr
+from ..args import quant_args, quantize_args, static_ints
+from ..common import FP4_E2M1, batch_operand, e8m0_table, fp8_e4m3_table, is_batch_iota
+from .context import ConvertContext, Initializer, onnx_op
+from .linalg import take_batch
 
 # Use com.microsoft ops where they apply. ``lower(..., contrib_ops=...)`` overrides
 # this per export (False keeps the file to standard ONNX, e.g. for onnx2tf).
@@ -38,14 +40,9 @@ CONTRIB_OPS = True
 # activations to int8 per block: 4-8x faster, ~0.6% relative error, so opt-in only.
 NBITS_ACCURACY_LEVEL = 0
 
-_MODES = {0: "affine", 1: "mxfp4", 2: "mxfp8", 3: "nvfp4"}
-_AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)
 # ONNX Runtime 1.32's CPU MatMulNBits (x86) at exact accuracy: 4 bits 0.6-1.2 ms for 1x4096 @ 4096x4096,
 # 2 and 8 bits ~200 ms (a reference loop). At accuracy_level 4 all three take 0.15-0.3 ms.
 _NBITS = {0: (4,), 4: (2, 4, 8)}
-_FP4_E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
-
-
 def contrib_ops_enabled(ctx: ConvertContext) -> bool:
     return bool(ctx.options.get("contrib_ops", CONTRIB_OPS))
 
@@ -104,19 +101,6 @@ def _as_dtype(ctx: ConvertContext, name: str, have: str, want: str) -> str:
     return ctx.cast(name, want)
 
 
-def _fp8_e4m3_table() -> np.ndarray:
-    import ml_dtypes
-
-    return np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
-
-
-def _e8m0_table() -> np.ndarray:
-    # MLX reads scale code s as the bfloat16 with bits s << 7 (2^(s-127)); s == 0 as bits 0x40.
-    bits = np.arange(256, dtype=np.uint32) << 7
-    bits[0] = 0x40
-    return (bits << 16).view(np.float32)
-
-
 def dequantize(ctx: ConvertContext, node: Node, parts: Sequence[str], lead: int, group: int, bits: int,
                mode: str, dtype: str) -> str:
     """Float [*lead, K] weights from packed words [*lead, W], scales and (affine) biases.
@@ -136,9 +120,9 @@ def dequantize(ctx: ConvertContext, node: Node, parts: Sequence[str], lead: int,
         values = ctx.cast(codes, work)
         scale = _as_dtype(ctx, parts[1], s_dtype, work)
     else:
-        lut = _FP4_E2M1 if bits == 4 else _fp8_e4m3_table()
+        lut = FP4_E2M1 if bits == 4 else fp8_e4m3_table()
         values = ctx.make("Gather", [ctx.const(lut), ctx.cast(codes, "int64")], axis=0)
-        table = _fp8_e4m3_table() if group == 16 else _e8m0_table()
+        table = fp8_e4m3_table() if group == 16 else e8m0_table()
         scale = ctx.make("Gather", [ctx.const(table), ctx.cast(parts[1], "int64")], axis=0)
     grouped = ctx.make("Mul", [_reshape_tail(ctx, values, lead, [k // group, group]), _unsqueeze(ctx, scale, -1)])
     if len(parts) > 2:
@@ -291,11 +275,11 @@ def convert_gather_qmm(ctx: ConvertContext, node: Node) -> list[str]:
     group, bits, mode = _quant_args(node)
     transpose = bool(node.arguments[3])
     lhs, rhs = len(node.inputs) - 2, len(node.inputs) - 1
-    x = batch_operand(ctx, node, 0, lhs)
+    x = batch_operand(ctx, node, 0, lhs, take_batch)
     # Only the experts picked are unpacked: Gather works on the packed words.
     inputs = range(1, 4 if mode == "affine" else 3)
     w_shape = ctx.in_info(node, 1).shape
-    if is_batch_iota(ctx, node.inputs[rhs], w_shape[:-2]):
+    if is_batch_iota(ctx.graph, node.inputs[rhs], w_shape[:-2]):
         parts, lead = [ctx.input(node, i) for i in inputs], len(w_shape) - 1
     else:
         parts = [take_batch(ctx, ctx.input(node, i), ctx.in_info(node, i).shape, node.inputs[rhs]) for i in inputs]
@@ -352,11 +336,9 @@ def _pack(ctx: ConvertContext, codes: str, lead: int, k: int, bits: int) -> str:
 @onnx_op("Quantize")
 def convert_quantize(ctx: ConvertContext, node: Node) -> list[str]:
     """Quantize(w | w_q, scales[, biases]) [group_size, bits, mode, dequantize] -> BitShift + Mul/Add, or Round + packing."""
-    group, bits, mode = _quant_args(node)
-    if bool(node.arguments[-1]):
+    group, bits, mode, dequantize_ = quantize_args(node)
+    if dequantize_:
         parts = [ctx.input(node, i) for i in range(len(node.inputs))]
         lead = ctx.in_info(node, 0).rank - 1
         return [dequantize(ctx, node, parts, lead, group, bits, mode, ctx.out_info(node).dtype)]
-    if mode != "affine":
-        raise args_error(node, f"quantizing at run time is supported for affine mode; got {mode}")
     return _quantize(ctx, node, group, bits)

@@ -1,4 +1,4 @@
-"""The torch lowering registry: one function per MLX primitive, keyed by its exact name.
+"""The torch target's registry and the context its translations build torch.fx nodes with.
 
 A translation has the signature ``fn(ctx, node) -> list[Value]``: it adds
 ``torch.fx`` nodes through ``ctx`` and returns the values holding the node's
@@ -10,86 +10,21 @@ dimensions are read from the inputs with ``Tensor.size(axis)`` so both keep them
 
 from __future__ import annotations
 
-import inspect
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedArgumentError
-from ..primargs import args_error  # noqa: F401  (re-exported for translations)
-from ..graph import Dim, Graph, Node, SymExpr, TensorInfo
+from ...dtypes import to_tensor
+from ...errors import UnsupportedArgumentError
+from ...graph import Dim, Graph, Node, SymExpr, TensorInfo
+from ..registry import Registry
 
-Translation = Callable[["TorchContext", Node], list[Any]]
-
-
-@dataclass(frozen=True)
-class Registration:
-    primitive: str
-    func: Translation
-    family: str
-
-    @property
-    def doc(self) -> str:
-        return (inspect.getdoc(self.func) or "").splitlines()[0] if self.func.__doc__ else ""
-
-
-_REGISTRY: dict[str, Registration] = {}
-
-
-def torch_op(*primitives: str) -> Callable[[Translation], Translation]:
-    """Register a torch translation for one or more MLX primitive names (exact spelling)."""
-
-    def register(func: Translation) -> Translation:
-        family = func.__module__.rsplit(".", 1)[-1]
-        for name in primitives:
-            if name in _REGISTRY:
-                raise RuntimeError(f"torch translation for '{name}' is registered twice: {func.__module__}.{func.__name__}")
-            _REGISTRY[name] = Registration(name, func, family)
-        return func
-
-    return register
-
-
-def lookup(primitive: str) -> Registration | None:
-    return _REGISTRY.get(primitive)
-
-
-def registrations() -> dict[str, Registration]:
-    load_all()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def load_all() -> None:
-    """Import every torch op family so its registrations run."""
-    from . import elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
-
-
-_TORCH_DTYPES = {
-    "bool": "bool", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "float16": "float16",
-    "bfloat16": "bfloat16", "float32": "float32", "float64": "float64",
-}
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    try:
-        return getattr(torch, _TORCH_DTYPES[name])
-    except KeyError:
-        raise UnsupportedArgumentError(f"dtype {name} has no torch equivalent; supported: {', '.join(_TORCH_DTYPES)}") from None
-
-
-def to_tensor(value: np.ndarray) -> Any:
-    """A torch tensor sharing nothing with MLX's buffers (bfloat16 through its bits)."""
-    import torch
-
-    arr = np.array(value, copy=True, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray does not)
-    if arr.dtype.name == "bfloat16":
-        return torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(arr)
+TORCH = Registry("torch", __package__, ("elementwise", "index", "linalg", "nn", "quant", "reduce", "shape"),
+                 note="yet (targets .pt TorchScript and .pt2 torch.export)",
+                 alternative="Export to .onnx instead, which translates more primitives.")
+torch_op = TORCH.register
 
 
 @dataclass
@@ -176,5 +111,3 @@ class TorchContext:
 
     def shape(self, dims: Sequence[Dim]) -> list[Any]:
         return [self.dim(d) for d in dims]
-
-

@@ -1,1 +1,0 @@
-"""torch translations of MLX primitives, one module per family (see registry.py)."""
