@@ -127,7 +127,7 @@ def build_app(
     """
     from ..errors import ArtifactError
     from .metrics import Metrics
-    from .openai import LMService, is_lm_folder
+    from .lmservice import LMService, is_lm_folder
 
     options = ServeOptions(
         backend=backend, threads=threads, batching=batching, memory_limit=memory_limit,
@@ -187,7 +187,7 @@ def _server_class(uvicorn: Any) -> type:
 
 def _add_lm_versions(lm: Any, model_dir: Path) -> bool:
     """A repository's <model>/<N>/ that holds export-lm folders: its newest version goes to /v1 (True)."""
-    from .openai import is_lm_folder
+    from .lmservice import is_lm_folder
     from .repository import VERSION_RE
 
     versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)),
