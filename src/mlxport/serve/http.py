@@ -54,7 +54,7 @@ class Body:
     """A route's request body, for the OpenAPI document (the handler parses it itself).
 
     Attributes:
-        schema: JSON media types -> component schema name (``schemas.py``), or an inline schema.
+        schema: the JSON body's component schema name (``schemas.py``), or an inline schema.
         binary: media types read as raw bytes.
         required: whether a body must be sent.
         description: what the body holds.
@@ -68,12 +68,20 @@ class Body:
 
 @dataclass(frozen=True)
 class Reply:
-    """A documented non-error answer: ``status``, JSON schema name (or inline schema), binary media types."""
+    """A documented answer that is not an error body.
+
+    Attributes:
+        description: what the answer means.
+        schema: the JSON body's component schema name, or an inline schema (None: no JSON body).
+        binary: media types answered as raw bytes.
+        text: media types answered as plain text (metrics, event streams).
+        headers: documented response headers.
+    """
 
     description: str
     schema: str | dict[str, Any] | None = None
     binary: tuple[str, ...] = ()
-    text: tuple[str, ...] = ()  # media types answered as plain text (metrics, event streams)
+    text: tuple[str, ...] = ()
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
