@@ -20,6 +20,8 @@ from starlette.routing import Route as StarletteRoute
 
 from .dataplane import DataPlane
 from .http import AppConfig, Recorder, endpoint, match, not_routed
+from .lmservice import LMService
+from .openapi import openapi_spec
 from .protocols import ROUTES
 from .repository import Repository
 
@@ -33,15 +35,11 @@ def create_app(repo: Repository, config: AppConfig, metrics: Any, lm: Any = None
 
     Models load in the background once the server starts; language models answer under /v1 (OpenAI API).
     """
-    from .lmservice import LMService
-
     plane = DataPlane(repo, lm if lm is not None else LMService(metrics=metrics), config, metrics)
     spec: list[bytes] = []
 
     def openapi() -> bytes:
-        if not spec:
-            from .openapi import openapi_spec
-
+        if not spec:  # built on first use: nothing at start-up pays for it
             spec.append(json.dumps(openapi_spec(bearer_required=bool(config.token))).encode())
         return spec[0]
 
