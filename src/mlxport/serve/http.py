@@ -243,7 +243,8 @@ def write_access(scope: dict[str, Any], status: int, seconds: float, labels: dic
     client = scope.get("client")
     model = f'"{labels["model"]}"' if labels["model"] else "null"  # names are validated: no quoting needed
     version = f'"{labels["version"]}"' if labels["version"] else "null"
-    extra = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in labels.items() if k not in ("model", "version"))
+    extra = "" if len(labels) == 2 else "".join(  # only /v1 adds fields (tokens, stream, outcome)
+        f",{json.dumps(k)}:{json.dumps(v)}" for k, v in labels.items() if k not in ("model", "version"))
     _stderr_write(
         f'{{"ts":{time.time():.3f},"method":"{scope["method"]}","path":{json.dumps(scope["path"])},'
         f'"status":{status},"ms":{seconds * 1000:.3f},"model":{model},"version":{version},'
