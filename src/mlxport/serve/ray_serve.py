@@ -76,7 +76,7 @@ def serve_ray(
         The process exit code.
     """
     ray, serve = import_ray_serve()
-    from .server import _configure_logging, build_app, model_names
+    from .server import build_app, configure_logging, model_names
 
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if address and num_cpus is not None:
@@ -87,8 +87,7 @@ def serve_ray(
     paths = [str(Path(p).resolve()) for p in sources]
     options = dict(app_options)
     options["load_roots"] = [str(Path(p).resolve()) for p in options.get("load_roots", ())]
-    access_log = bool(options.get("access_log", True))
-    _configure_logging(access_log)
+    configure_logging()
     # Check the sources here, before Ray starts: a bad path fails in a second, not after replica retries.
     probe = build_app(paths, **options)
     probe.state.executor.shutdown(wait=False)
@@ -161,9 +160,9 @@ def replica_app(paths: list[str], options: dict[str, Any]) -> Any:
     """The app of one replica: ``build_app`` whose lifespan returns only once the models are loaded."""
     import asyncio
 
-    from .server import _configure_logging, build_app
+    from .server import build_app, configure_logging
 
-    _configure_logging(bool(options.get("access_log", True)))
+    configure_logging()
     app = build_app(paths, **options)
     inner = app.router.lifespan_context
     repo, lm, executor = app.state.repo, app.state.lm, app.state.executor

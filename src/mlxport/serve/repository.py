@@ -176,13 +176,13 @@ class Repository:
         found: list[ModelEntry] = []
         skipped = 0
         if source.is_file() or is_artifact(source):
-            found.append(ModelEntry(_safe_name(source.stem), None, artifact=source))
+            found.append(ModelEntry(safe_name(source.stem), None, artifact=source))
         elif artifacts_in(source):
             art = self._pick_artifact(source)
-            found.append(ModelEntry(_safe_name(art.stem if source.name in ("model", ".") else source.name),
+            found.append(ModelEntry(safe_name(art.stem if source.name in ("model", ".") else source.name),
                                     None, artifact=art))
         elif any(p.is_dir() and VERSION_RE.match(p.name) for p in source.iterdir()):
-            found.append(ModelEntry(_safe_name(source.name), source))
+            found.append(ModelEntry(safe_name(source.name), source))
         else:
             for sub in sorted(p for p in source.iterdir() if p.is_dir() and NAME_RE.match(p.name)):
                 if skip is not None and skip(sub):
@@ -401,7 +401,7 @@ class Repository:
     # ---- control API ----
     async def load(self, name: str, version: str | None = None) -> ServedModel:
         """(Re)load a model from disk; with ``version``, load that one and make it the pinned default."""
-        entry = self._entry(name)
+        entry = self.entry(name)
         async with self._lock:
             entry.unloaded = False
             if version is None:
@@ -423,7 +423,7 @@ class Repository:
 
     async def unload(self, name: str, *, forget: bool = False) -> None:
         """Unload every version of a model (``forget``: also drop the name, as SageMaker's DELETE does)."""
-        entry = self._entry(name)
+        entry = self.entry(name)
         async with self._lock:
             for v in list(entry.loaded):
                 await self._unload_version(entry, v)
@@ -434,7 +434,7 @@ class Repository:
 
     async def rollback(self, name: str) -> ServedModel:
         """Make the previous default version the default again (loading it if the policy had unloaded it)."""
-        entry = self._entry(name)
+        entry = self.entry(name)
         async with self._lock:
             while entry.history:
                 target = entry.history.pop()
@@ -494,7 +494,8 @@ class Repository:
             self._set_default(entry, ready[0])
             return entry.loaded[entry.default]
 
-    def _entry(self, name: str) -> ModelEntry:
+    def entry(self, name: str) -> ModelEntry:
+        """The registered model ``name`` (400 for a bad name, 404 for an unknown one)."""
         if not NAME_RE.match(name):
             raise InvalidInput(f"model name must match {NAME_RE.pattern}; got '{name[:140]}'")
         if name not in self.entries:
@@ -517,7 +518,8 @@ class Repository:
         await asyncio.gather(*closing, *self._background)
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
+    """A model name (NAME_RE) made from a file or folder name: other characters become "_"."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("._-") or "model"
     return name[:128]
 

@@ -51,7 +51,7 @@ def serve(
     """
     import uvicorn
 
-    _configure_logging(access_log)
+    configure_logging()
     app = build_app(sources, grace_s=grace_s, access_log=access_log, **options)
     uv_config = uvicorn.Config(
         app, host=host, port=port, lifespan="on", access_log=False, log_level="warning",
@@ -127,7 +127,7 @@ def build_app(
     """
     from ..errors import ArtifactError
     from .metrics import Metrics
-    from .openai import LMService, is_lm_folder
+    from .lmservice import LMService, is_lm_folder
 
     options = ServeOptions(
         backend=backend, threads=threads, batching=batching, memory_limit=memory_limit,
@@ -187,7 +187,7 @@ def _server_class(uvicorn: Any) -> type:
 
 def _add_lm_versions(lm: Any, model_dir: Path) -> bool:
     """A repository's <model>/<N>/ that holds export-lm folders: its newest version goes to /v1 (True)."""
-    from .openai import is_lm_folder
+    from .lmservice import is_lm_folder
     from .repository import VERSION_RE
 
     versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)),
@@ -220,7 +220,11 @@ def _best(preferred: str, fallback: str) -> str:
     return preferred if importlib.util.find_spec(preferred) is not None else fallback
 
 
-def _configure_logging(access: bool) -> None:
+def configure_logging() -> None:
+    """JSON event lines of ``mlxport.serve`` on stderr, and no ONNX Runtime log lines between them.
+
+    The access log does not go through ``logging``: ``http.write_access`` writes its lines itself (cheaper).
+    """
     import onnxruntime as ort
 
     # A model failing on bad input is answered with a 500 naming the error; ONNX Runtime's own
@@ -228,11 +232,10 @@ def _configure_logging(access: bool) -> None:
     ort.set_default_logger_severity(4)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("mlxport.access", "mlxport.serve"):
-        log = logging.getLogger(name)
-        log.handlers[:] = [handler]
-        log.setLevel(logging.INFO if (access or name != "mlxport.access") else logging.WARNING)
-        log.propagate = False
+    log = logging.getLogger("mlxport.serve")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def _log_event(event: str, fields: dict) -> None:
