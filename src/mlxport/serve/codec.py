@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 if TYPE_CHECKING:
-    from ..runners import IOSpec
+    from ..artifact import IOSpec
 
 V2_DATATYPES: dict[str, str] = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
