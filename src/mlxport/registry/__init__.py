@@ -81,19 +81,16 @@ def parse_spec(text: str) -> ModelSpec:
     if not isinstance(text, str) or not text.strip():
         raise InvalidNameError("empty model spec; expected NAME, NAME@ALIAS or NAME/VERSION such as digits@production")
     body = text.removeprefix(MLFLOW_PREFIX)
-    if "@" in body:
-        name, _, alias = body.partition("@")
-        check_name(name)
-        if alias.lower() == "latest":
-            return ModelSpec(name)
-        return ModelSpec(name, alias=check_alias(alias))
-    if "/" in body:
-        name, _, version = body.partition("/")
-        check_name(name)
-        if version.lower() == "latest":
-            return ModelSpec(name)
-        return ModelSpec(name, version=check_version(version))
-    return ModelSpec(check_name(body))
+    separator = "@" if "@" in body else "/" if "/" in body else None
+    if separator is None:
+        return ModelSpec(check_name(body))
+    name, _, rest = body.partition(separator)
+    check_name(name)
+    if rest.lower() == "latest":
+        return ModelSpec(name)
+    if separator == "@":
+        return ModelSpec(name, alias=check_alias(rest))
+    return ModelSpec(name, version=check_version(rest))
 
 
 def alias_target(name: str, alias: str, aliases: dict[str, int], promote: str) -> int:

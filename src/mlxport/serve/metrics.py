@@ -45,41 +45,30 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         mv = ("model", "version")
-        self._requests = Counter(
-            "mlxport_requests", "Requests answered, by model, version, protocol and HTTP status code.",
-            (*mv, "protocol", "code"), registry=reg,
-        )
-        self._failures = Counter(
-            "mlxport_request_failures", "Requests answered with an HTTP status code >= 400.",
-            (*mv, "protocol", "code"), registry=reg,
-        )
-        self._duration = Histogram(
-            "mlxport_request_duration_seconds", "Time from request received to response ready.",
-            mv, registry=reg, buckets=LATENCY_BUCKETS,
-        )
-        self._queue = Histogram(
-            "mlxport_queue_duration_seconds", "Time a request waited in the batching queue.",
-            mv, registry=reg, buckets=LATENCY_BUCKETS,
-        )
-        self._compute = Histogram(
-            "mlxport_compute_duration_seconds", "Time of one model call (one merged batch).",
-            mv, registry=reg, buckets=LATENCY_BUCKETS,
-        )
-        self._batch = Histogram(
-            "mlxport_batch_size", "Samples per model call after dynamic batching.",
-            mv, registry=reg, buckets=BATCH_SIZE_BUCKETS,
-        )
-        self._depth = Gauge(
-            "mlxport_queue_depth", "Requests waiting in the batching queue.", mv, registry=reg,
-        )
-        self._load_seconds = Gauge(
-            "mlxport_model_load_seconds", "Seconds the last load (including warm-up) took.",
-            mv, registry=reg,
-        )
-        self._loaded = Gauge(
-            "mlxport_model_loaded", "1 while the model version is loaded and serving, else 0.",
-            mv, registry=reg,
-        )
+        mvpc = (*mv, "protocol", "code")
+        # attribute: (type, name, help, labels, buckets) -- one row per metric the class docstring lists.
+        table: dict[str, tuple[Any, str, str, tuple[str, ...], tuple[float, ...] | None]] = {
+            "_requests": (Counter, "mlxport_requests",
+                          "Requests answered, by model, version, protocol and HTTP status code.", mvpc, None),
+            "_failures": (Counter, "mlxport_request_failures",
+                          "Requests answered with an HTTP status code >= 400.", mvpc, None),
+            "_duration": (Histogram, "mlxport_request_duration_seconds",
+                          "Time from request received to response ready.", mv, LATENCY_BUCKETS),
+            "_queue": (Histogram, "mlxport_queue_duration_seconds",
+                       "Time a request waited in the batching queue.", mv, LATENCY_BUCKETS),
+            "_compute": (Histogram, "mlxport_compute_duration_seconds",
+                         "Time of one model call (one merged batch).", mv, LATENCY_BUCKETS),
+            "_batch": (Histogram, "mlxport_batch_size",
+                       "Samples per model call after dynamic batching.", mv, BATCH_SIZE_BUCKETS),
+            "_depth": (Gauge, "mlxport_queue_depth", "Requests waiting in the batching queue.", mv, None),
+            "_load_seconds": (Gauge, "mlxport_model_load_seconds",
+                              "Seconds the last load (including warm-up) took.", mv, None),
+            "_loaded": (Gauge, "mlxport_model_loaded",
+                        "1 while the model version is loaded and serving, else 0.", mv, None),
+        }
+        for attr, (kind, name, text, labels, buckets) in table.items():
+            extra = {"buckets": buckets} if buckets is not None else {}
+            setattr(self, attr, kind(name, text, labels, registry=reg, **extra))
         _register_process_collector(reg)
         # Caches of label children: (metric id, label values) -> child.
         self._children: dict[tuple[Any, ...], Any] = {}

@@ -163,6 +163,15 @@ def check_static_heads(node: Node, heads: Any, kv_heads: Any) -> None:
         raise args_error(node, f"head counts must be static; got {heads} and {kv_heads}")
 
 
+def attention_shape(node: Node, q: TensorInfo, k: TensorInfo) -> tuple[Any, int, int, Any, Any, Any, int]:
+    """(batch, heads, kv_heads, q_len, k_len, head_dim, rep) of an attention node with q, k as [B, N, L, D];
+    ``rep`` query heads share one key/value head. The head counts must be static."""
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    check_static_heads(node, heads, kv_heads)
+    return batch, int(heads), int(kv_heads), q_len, k_len, head_dim, int(heads) // int(kv_heads)
+
+
 def block_masked_inputs(node: Node) -> int:
     """How many inputs a BlockMaskedMM node has (a, b and 1 or 3 masks)."""
     count = len(node.inputs)

@@ -241,6 +241,7 @@ def convert_not_equal(ctx: ConvertContext, node: Node) -> list[str]:
     return [ctx.make("Not", [ctx.make("Equal", _inputs(ctx, node))])]
 
 
+# Twin wrappers by design (STYLE.md §2, one function per primitive); the work is in _compare.
 @onnx_op("Less")
 def convert_less(ctx: ConvertContext, node: Node) -> list[str]:
     """Less(a, b) -> ONNX Less."""
@@ -342,6 +343,7 @@ def _shift(ctx: ConvertContext, a: str, b: str, dtype: str, left: bool) -> str:
     return _where(ctx, neg, ctx.make("Sub", [minus_one, r]), r, dtype)
 
 
+# Opset twins by design (STYLE.md §2, `since=` variants); the work is in _bitwise.
 @onnx_op("BitwiseBinary")
 def convert_bitwise_binary(ctx: ConvertContext, node: Node) -> list[str]:
     """BitwiseBinary(a, b) [op] -> ONNX And/Or/Xor (bool), bit-split Mod/ReduceSum (ints), BitShift."""
@@ -441,6 +443,7 @@ def _rounding(ctx: ConvertContext, node: Node, op: str) -> list[str]:
     return [ctx.make(op, [ctx.input(node, 0)])]
 
 
+# Twin wrappers by design (STYLE.md §2, one function per primitive); the work is in _rounding.
 @onnx_op("Floor")
 def convert_floor(ctx: ConvertContext, node: Node) -> list[str]:
     """Floor(x) -> ONNX Floor (integers: the input)."""

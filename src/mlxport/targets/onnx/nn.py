@@ -9,7 +9,7 @@ import numpy as np
 
 from ...dtypes import numpy_dtype
 from ...graph import Dim, Node, SymExpr, is_static
-from ..args import args_error, check_conv_padding, check_static_heads, rope_dims, sdpa_args, static_ints
+from ..args import args_error, attention_shape, check_conv_padding, rope_dims, sdpa_args, static_ints
 from ..common import ir_producer
 from .context import ConvertContext, onnx_op
 from .shape import INT64_MAX, reshape
@@ -443,11 +443,8 @@ def convert_sdpa(ctx: ConvertContext, node: Node) -> list[str]:
     """ScaledDotProductAttention(q, k, v[, mask][, sinks]) [scale, causal, has_sinks, logsumexp, force_fused] -> ONNX Mul, MatMul, Where/Add, Softmax (float32), MatMul."""
     q_info, k_info = ctx.in_info(node, 0), ctx.in_info(node, 1)
     scale, causal, has_sinks = sdpa_args(node, q_info, k_info)
+    batch, heads, kv_heads, q_len, k_len, head_dim, rep = attention_shape(node, q_info, k_info)
     dtype = ctx.out_info(node).dtype
-    batch, heads, q_len, head_dim = q_info.shape
-    kv_heads, k_len = k_info.shape[1], k_info.shape[2]
-    check_static_heads(node, heads, kv_heads)
-    rep = heads // kv_heads
     q = ctx.make("Mul", [ctx.input(node, 0), ctx.const(np.array(scale, numpy_dtype(dtype)))])
     k, v = ctx.input(node, 1), ctx.input(node, 2)
     if rep > 1:

@@ -84,6 +84,7 @@ def _reduce(ctx: ConvertContext, node: Node, axes_input: bool) -> list[str]:
     return [_to(ctx, out, compute, out_dtype)]
 
 
+# Opset twins by design (STYLE.md §2, `since=` variants); the work is in _reduce.
 @onnx_op("Reduce")
 def convert_reduce(ctx: ConvertContext, node: Node) -> list[str]:
     """Reduce(x) [type, axes] -> ONNX ReduceSum/Prod/Min/Max, keepdims (And/Or as ReduceMin/Max over uint8)."""
@@ -252,6 +253,7 @@ def _sort(ctx: ConvertContext, node: Node, axis_arg: object) -> tuple[str, str]:
     return _to(ctx, values, compute, info.dtype), index
 
 
+# Twin wrappers by design (STYLE.md §2, one function per primitive); the work is in _sort.
 @onnx_op("Sort")
 def convert_sort(ctx: ConvertContext, node: Node) -> list[str]:
     """Sort(x) [axis] -> ONNX TopK (k = axis length, ascending) values."""

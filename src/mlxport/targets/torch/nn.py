@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ...dtypes import torch_dtype
 from ...graph import Dim, Node, SymExpr, is_static
-from ..args import args_error, check_conv_padding, check_static_heads, rope_dims, sdpa_args, static_last_axis
+from ..args import args_error, attention_shape, check_conv_padding, rope_dims, sdpa_args, static_last_axis
 from ..common import ir_producer
 from .context import TorchContext, torch_op
 
@@ -247,11 +247,8 @@ def convert_sdpa(ctx: TorchContext, node: Node) -> list:
     """ScaledDotProductAttention(q, k, v[, mask][, sinks]) [scale, causal, has_sinks, logsumexp, force_fused] -> torch mul, matmul, masked_fill/add, softmax (float32), matmul."""
     q_info, k_info = ctx.in_info(node, 0), ctx.in_info(node, 1)
     scale, causal, has_sinks = sdpa_args(node, q_info, k_info)
+    batch, heads, kv_heads, q_len, k_len, _, rep = attention_shape(node, q_info, k_info)
     dtype = ctx.out_info(node).dtype
-    batch, heads, q_len, _ = q_info.shape
-    kv_heads, k_len = k_info.shape[1], k_info.shape[2]
-    check_static_heads(node, heads, kv_heads)
-    rep = heads // kv_heads
     q = ctx.call(torch.mul, ctx.input(node, 0), float(scale))
     k, v = ctx.input(node, 1), ctx.input(node, 2)
     if rep > 1:
