@@ -53,6 +53,7 @@ def make_inputs(inputs: list[IOSpec], batch: int, seed: int = 0) -> list[np.ndar
     for spec in inputs:
         shape = [d if isinstance(d, int) else (batch if k == 0 else OTHER_DYNAMIC_SIZE)
                  for k, d in enumerate(spec.shape)]
+        # ml_dtypes' bfloat16 has numpy kind 'V': draw it as the float it is.
         kind = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype).kind
         if kind == "f":
             arr = rng.standard_normal(shape).astype("float32")

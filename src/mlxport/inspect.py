@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifact import ArtifactMeta, artifact_bytes, artifact_sha256, read_meta, sidecar_path
+from .dtypes import numpy_dtype_of_onnx
 from .errors import ArtifactError
 from .formats import require_format
 
@@ -24,21 +25,19 @@ def human_bytes(n: int) -> str:
 
 
 def _onnx_io(values: Any) -> list[dict[str, Any]]:
-    from onnx import helper
-
     out = []
     for v in values:
         t = v.type.tensor_type
         dims: list[Any] = []
         for d in t.shape.dim:
             dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-        out.append({"name": v.name, "shape": dims, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        out.append({"name": v.name, "shape": dims, "dtype": numpy_dtype_of_onnx(t.elem_type).name
                     if t.elem_type else "unknown"})
     return out
 
 
 def _initializer_bytes(tensor: Any) -> int:
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     for entry in tensor.external_data:
         if entry.key == "length":
@@ -48,7 +47,7 @@ def _initializer_bytes(tensor: Any) -> int:
     count = 1
     for d in tensor.dims:
         count *= d
-    return count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return count * numpy_dtype_of_onnx(tensor.data_type).itemsize
 
 
 def _count_nodes(graph: Any, counts: Counter) -> None:

@@ -18,12 +18,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..dtypes import MLX_DTYPES as DTYPES
 from ..errors import ArtifactError
 from ..formats import OPTION_FORMATS, Format, format_of, suffix_list
 from . import UsageError
 
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
-          "uint8", "uint16", "uint32", "uint64", "bool")
 
 
 # ----------------------------------------------------------------------------
