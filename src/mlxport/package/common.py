@@ -312,16 +312,16 @@ class Staging:
             res = final.resolve()
             if res != out_res and out_res not in res.parents:
                 raise PackageError(f"{final} leads outside the output folder {out} (a symbolic link?); refusing "
-                                   "to write there", hint="Choose another output folder or --name.")
+                                   "to write there", hint="Choose another output folder or name (CLI: -o, --name).")
             for p in self.protect:
                 if p == res or res in p.parents:
                     raise PackageError(f"writing {final} would overwrite the artifact {p}",
-                                       hint="Choose another output folder (-o) or --name.")
+                                       hint="Choose another output folder or name (CLI: -o, --name).")
             if final.exists() or final.is_symlink():
                 existing.append(str(final))
         if existing and not self.force:
             raise PackageError(f"already there: {', '.join(existing)}",
-                               hint="Pass --force to replace them, or choose another output folder.")
+                               hint="Pass force=True (CLI: --force) to replace them, or choose another output folder.")
 
     def path(self, rel: str) -> Path:
         """Where to build the planned entry ``rel`` (its parent folders exist)."""

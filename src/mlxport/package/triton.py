@@ -134,7 +134,8 @@ def import_model_config() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             "checking config.pbtxt against Triton's own schema needs tritonclient (with its grpc extra), which "
-            "is not installed", hint="pip install 'tritonclient[grpc]', or pass --no-validate to skip the check.") from exc
+            "is not installed", hint="pip install 'tritonclient[grpc]', or pass validate=False (CLI --no-validate) to skip the "
+                                 "check.") from exc
     return model_config_pb2
 
 
@@ -221,8 +222,8 @@ def plan_model(source: Source, repo: Path, *, name: str | None = None, version: 
         raise PackageError(
             f"--max-batch-size {max_batch_size} needs a dynamic batch axis first on every input and output, but "
             f"{why} ({source.path.name}: {axes})",
-            hint="Export with a dynamic first axis (`mlxport export ... --dynamic x:0=batch`), or pass "
-                 "--max-batch-size 0 to serve the fixed shapes without batching.")
+            hint="Export with a dynamic first axis (dynamic_axes={'x': {0: 'batch'}}; CLI --dynamic x:0=batch), "
+                 "or pass max_batch_size=0 (CLI --max-batch-size 0) to serve the fixed shapes without batching.")
     text = config_text(name, source.inputs, source.outputs, max_batch_size=max_batch_size,
                        max_queue_delay_us=max_queue_delay_us, instances=instances, instance_kind=instance_kind,
                        version_policy=version_policy)
@@ -237,8 +238,8 @@ def plan_model(source: Source, repo: Path, *, name: str | None = None, version: 
             except PackageError as exc:
                 raise PackageError(f"{existing} already describes another signature, so version {version} of "
                                    f"{source.path.name} cannot join it: {exc}",
-                                   hint="Package it under another --name, or pass --force to rewrite "
-                                        "config.pbtxt (the other versions must then fit it too).") from None
+                                   hint="Package it under another name (name=, CLI --name), or pass force=True (CLI "
+                                        "--force) to rewrite config.pbtxt (the other versions must then fit it too).") from None
         model.config = None
         model.notes.append(f"kept the existing {existing} (pass --force to rewrite it with these settings)")
     version_dir = repo / name / str(version)

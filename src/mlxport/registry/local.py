@@ -263,7 +263,7 @@ class LocalRegistry:
         self.root = Path(root if root is not None else os.environ.get("MLXPORT_REPO") or DEFAULT_ROOT)
         if self.root.exists() and not self.root.is_dir():
             raise RegistryError(f"the repository {self.root} is a file, not a folder",
-                                hint="Give another folder with --repo DIR or $MLXPORT_REPO.")
+                                hint="Give another folder: repo= (CLI: --repo DIR) or $MLXPORT_REPO.")
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"

@@ -69,8 +69,8 @@ class MlflowRegistry:
         if not uri:
             raise BackendUnavailableError(
                 "the MLflow backend needs a tracking server, but none is set",
-                hint="Give --tracking-uri URI or set $MLFLOW_TRACKING_URI (e.g. http://127.0.0.1:5000 or "
-                     "sqlite:///mlflow.db).")
+                hint="Pass tracking_uri= (CLI: --tracking-uri URI) or set $MLFLOW_TRACKING_URI (e.g. "
+                     "http://127.0.0.1:5000 or sqlite:///mlflow.db).")
         self.mlflow = import_mlflow()
         from mlflow.tracking import MlflowClient
 
