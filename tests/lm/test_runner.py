@@ -55,6 +55,19 @@ def test_greedy_text_and_ids(runner: LMRunner, llama: Exported) -> None:
     assert by_text.prompt_tokens == len(ids) and by_text.backend == runner.backend
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_are_set_where_the_model_runs(backend: str, llama: Exported) -> None:
+    """The folder pins no thread count; LMRunner(threads=) sets it for either backend (GenAI: over its config)."""
+    config = json.loads((llama.folder / "genai_config.json").read_text())
+    assert "intra_op_num_threads" not in config["model"]["decoder"]["session_options"]
+    runner = LMRunner(llama.folder, backend=backend, threads=1)
+    ids = runner.encode(TEXT)
+    done = runner.generate(ids, GenerationConfig(max_tokens=8))
+    assert done.tokens == checks.until_eos(lmzoo.mlx_greedy(llama.model, ids, 8))
+    # The overlay is the running process's: the folder on disk is unchanged.
+    assert json.loads((llama.folder / "genai_config.json").read_text()) == config
+
+
 def test_encode_matches_source_tokenizer(runner: LMRunner, llama: Exported) -> None:
     from transformers import AutoTokenizer
 

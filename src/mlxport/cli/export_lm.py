@@ -34,7 +34,8 @@ def configure_parser() -> argparse.ArgumentParser:
                              "SkipSimplifiedLayerNormalization, merged matmuls); --portable implies it")
     parser.add_argument("--check-tokens", type=int, default=8,
                         help="mlx-lm's greedy tokens the graph must agree with (default 8; 0 skips)")
-    parser.add_argument("--threads", type=int, help="intra-op threads written into genai_config.json")
+    parser.add_argument("--threads", type=int, help="pin ONNX Runtime GenAI's intra-op threads in genai_config.json "
+                        "(default: none; set them where the model runs: generate/serve --threads)")
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip every check against MLX")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     return parser

@@ -22,7 +22,8 @@ def configure_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed for sampling")
     parser.add_argument("--backend", default="auto", choices=["auto", "genai", "onnxruntime"],
                         help="ONNX Runtime GenAI or mlxport's loop on ONNX Runtime (default: GenAI when installed)")
-    parser.add_argument("--threads", type=int, help="intra-op threads of the ONNX Runtime loop")
+    parser.add_argument("--threads", type=int, help="intra-op threads of either backend (default: the folder's "
+                        "genai_config.json, else the runtime's own choice)")
     return parser
 
 

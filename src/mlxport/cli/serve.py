@@ -60,7 +60,7 @@ def configure_parser() -> argparse.ArgumentParser:
                         "$MLXPORT_TOKEN); health, ping and metrics stay open")
     parser.add_argument("--backend", choices=list(BY_BACKEND),
                         help="which artifact to use when a version folder holds several (default: ONNX first)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model, LM folders included")
     parser.add_argument("--compute-threads", type=int, help="worker threads that run models (default min(4, CPUs))")
     parser.add_argument("--instances", type=int, default=1, help="batches run at once per model (default 1)")
     parser.add_argument("--no-batching", action="store_true", help="never merge concurrent requests")

@@ -123,7 +123,10 @@ def export_lm(
         validate: compare with MLX at two sizes and check greedy tokens.
         check_tokens: how many of mlx-lm's greedy tokens the graph must agree with (0: skip that check); a
             token agrees if it is the graph's greedy choice or its logit is within atol of the top one.
-        threads: intra-op threads written into genai_config.json.
+        threads: pin ONNX Runtime GenAI's intra-op threads in genai_config.json. Default None writes no
+            thread count: it belongs to the machine that runs the folder, not the one that exported it (ONNX
+            Runtime then uses its own default; ``LMRunner(threads=)``, ``mlxport generate --threads`` and
+            ``mlxport serve --threads`` set it when running).
         rtol: relative tolerance of the comparison with MLX (default: by dtype).
         atol: absolute tolerance of the comparison with MLX (default: a fraction of the largest output value that
             depends on the dtype: 2e-5 float32, 3e-2 float16, 1.5e-1 bfloat16).
@@ -311,7 +314,8 @@ def write_genai_config(out: Path, spec: LMSpec, config: dict[str, Any], tokenize
     pad = config.get("pad_token_id", getattr(tokenizer, "pad_token_id", None))
     first_eos = eos[0] if isinstance(eos, list) and eos else eos
     session: dict[str, Any] = {"log_id": "mlxport", "provider_options": []}
-    session["intra_op_num_threads"] = int(threads or max(1, os.cpu_count() or 1))
+    if threads:  # only when asked: the exporting machine's core count says nothing of the serving one's
+        session["intra_op_num_threads"] = int(threads)
     genai = {
         "model": {
             "type": "decoder",

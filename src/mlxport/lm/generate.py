@@ -75,7 +75,8 @@ class LMRunner:
     Args:
         folder: the folder with model.onnx, genai_config.json and the tokenizer files.
         backend: "genai" (ONNX Runtime GenAI), "onnxruntime" (mlxport's loop) or "auto" (GenAI when installed).
-        threads: intra-op threads for the plain ONNX Runtime loop.
+        threads: intra-op threads of either backend (for GenAI, laid over genai_config.json's session
+            options); None keeps the folder's setting or the runtime's default.
     """
 
     def __init__(self, folder: str | os.PathLike, *, backend: str = "auto", threads: int | None = None) -> None:
@@ -100,7 +101,11 @@ class LMRunner:
             import onnxruntime_genai as og
 
             self._og = og
-            self._model = og.Model(str(self.folder))
+            genai_config = og.Config(str(self.folder))
+            if threads:
+                genai_config.overlay(json.dumps(
+                    {"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads)}}}}))
+            self._model = og.Model(genai_config)
             self._og_tokenizer = og.Tokenizer(self._model)
         else:
             from ..runners import OnnxRunner

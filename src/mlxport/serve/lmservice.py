@@ -65,7 +65,7 @@ class LMService:
 
     Args:
         backend: ``LMRunner`` backend: "auto" (ONNX Runtime GenAI when installed), "genai" or "onnxruntime".
-        threads: intra-op threads of the plain ONNX Runtime loop.
+        threads: intra-op threads of each LM (either backend); None keeps the folder's or the runtime's.
         max_queue: requests that may wait per model while one generates; more get 503 + Retry-After.
         metrics: the server's ``Metrics`` (or None).
         log: called with (event, fields) for structured log lines.
