@@ -121,7 +121,7 @@ def export(
         checksum: record each written file's sha256 in the metadata file (hashed while writing; at
             ~1 GB/s it is the slowest part of exporting a large model).
         progress: called with a short message at each stage.
-        precision: Core ML compute precision, "float32" or "float16" (other formats ignore it).
+        precision: Core ML compute precision, "float32" or "float16" (other formats refuse it).
         quantize: TFLite only: "float32" (default), "float16" (float16 weights), "dynamic_int8" (int8
             weights) or "int8" (int8 weights and activations; inputs and outputs stay float32). The
             quantized variants are validated with the looser default tolerances of
@@ -224,8 +224,9 @@ class Traced:
              calibration: str | os.PathLike | Mapping[str, Any] | None = None) -> Report:
         """Write the graph in the format the suffix names, then validate it (see ``export``).
 
-        ``precision`` ("float32" or "float16") is Core ML's compute precision; other formats ignore it.
-        ``quantize`` and ``calibration`` choose the TFLite variant; other formats refuse them.
+        Format options apply to the formats that list them in ``mlxport.formats`` (``opset``, ``external_data``,
+        ``optimize``, ``contrib_ops``: ONNX; ``quantize``, ``calibration``: TFLite; ``precision``: Core ML);
+        another format refuses them with an ArtifactError naming the formats that take them.
         """
         say = progress or (lambda _msg: None)
         path = Path(path)
