@@ -89,9 +89,27 @@ def test_export_in_memory_model_saves_its_tokenizer(lm_zoo: LMZoo, tmp_path: Pat
 
     model, tokenizer, _ = load_source(lm_zoo.source("llama"))
     result = mlxport.export_lm(model, tokenizer, tmp_path / "mem", validate=False)
-    assert {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json"} <= set(result.files)
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json",
+            "tokenizer_config.json"} <= set(result.files)
     assert result.greedy_match is None and result.precision == "source"
     assert result.size == sum(f.stat().st_size for f in (tmp_path / "mem").iterdir())
+
+
+def test_single_file_keeps_the_weights_inside(lm_zoo: LMZoo, tmp_path: Path) -> None:
+    """external_data=False (CLI --single-file): one self-contained model.onnx, which GenAI runs alike."""
+    import mlxport
+    from mlxport.lm.generate import GenerationConfig, LMRunner
+
+    model, tokenizer, _ = load_source(lm_zoo.source("llama"))
+    split = mlxport.export_lm(model, tokenizer, tmp_path / "split", check_tokens=4)
+    single = mlxport.export_lm(model, tokenizer, tmp_path / "single", external_data=False, check_tokens=4)
+    assert "model.onnx.data" in split.files and "model.onnx.data" not in single.files
+    assert split.files["model.onnx"] < single.files["model.onnx"]
+    assert split.greedy_match is True and single.greedy_match is True
+    prompt = [5, 70, 33, 201]
+    tokens = [LMRunner(r.folder, backend="genai").generate(prompt, GenerationConfig(max_tokens=6)).tokens
+              for r in (split, single)]
+    assert tokens[0] == tokens[1]
 
 
 def test_four_bit_source_is_not_larger_than_mlx(lm_zoo: LMZoo) -> None:
@@ -104,11 +122,11 @@ def test_four_bit_source_is_not_larger_than_mlx(lm_zoo: LMZoo) -> None:
     unsqueezed; above that size shared weights are never copied.
     """
     q4 = lm_zoo.export("llama_wide", "q4")
-    ratio = q4.result.files["model.onnx"] / lmzoo.safetensors_bytes(q4.source)
+    ratio = q4.result.model_bytes / lmzoo.safetensors_bytes(q4.source)
     assert ratio <= 1.10, ratio
     # Quantized on export from float32 (group 32): about a fifth of the float file (measured 0.196).
     int4 = lm_zoo.export("llama_wide", "int4")
-    assert int4.result.files["model.onnx"] <= 0.25 * lmzoo.safetensors_bytes(int4.source)
+    assert int4.result.model_bytes <= 0.25 * lmzoo.safetensors_bytes(int4.source)
     assert int4.result.greedy_match is True and q4.result.greedy_match is True
 
 

