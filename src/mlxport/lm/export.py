@@ -135,7 +135,8 @@ def export_lm(
             ``mlxport serve --threads`` set it when running).
         external_data: write the weights to ``model.onnx.data`` beside the graph (default), as ONNX Runtime
             GenAI's own builder does: GenAI then maps them instead of parsing them out of the protobuf (a 300 MB
-            llama loads and prefills 1.57x faster and peaks 14 % lower). False keeps one self-contained file.
+            llama loads and prefills 1.5x faster and peaks 14 % lower: benchmarks/lm_load.py). False keeps one
+            self-contained file.
         rtol: relative tolerance of the comparison with MLX (default: by dtype).
         atol: absolute tolerance of the comparison with MLX (default: a fraction of the largest output value that
             depends on the dtype: 2e-5 float32, 3e-2 float16, 1.5e-1 bfloat16).
