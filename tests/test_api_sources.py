@@ -79,3 +79,11 @@ def test_format_options_are_refused_for_other_formats(tmp_path: Path) -> None:
         mlxport.export(fn, (mx.zeros((2,)),), tmp_path / "m.pt", opset=17)
     with pytest.raises(ArtifactError, match=r"the option precision applies to \.mlpackage files"):
         mlxport.export(fn, (mx.zeros((2,)),), tmp_path / "m.onnx", precision="float16")
+
+
+def test_format_options_are_refused_before_tracing(tmp_path: Path) -> None:
+    def never_traced(x: mx.array) -> mx.array:
+        raise AssertionError("traced before the options were checked")
+
+    with pytest.raises(ArtifactError, match=r"the option quantize applies to \.tflite files"):
+        mlxport.export(never_traced, (mx.zeros((2,)),), tmp_path / "m.onnx", quantize="float16")

@@ -133,7 +133,10 @@ def export(
         A Report: per output shape and max abs/rel error against MLX, graph statistics.
     """
     path = Path(path)
-    _format_of(path, dynamic=bool(dynamic_axes))  # before tracing: a wrong suffix costs nothing
+    # Before tracing, so that a wrong suffix or a misplaced format option costs nothing.
+    _check_options(_format_of(path, dynamic=bool(dynamic_axes)),
+                   SaveOptions(opset=opset, external_data=external_data, optimize=optimize, contrib_ops=contrib_ops,
+                               precision=precision, quantize=quantize, calibration=calibration))
     traced = trace(fn_or_module, example_args, dynamic_axes=dynamic_axes, input_names=input_names,
                    output_names=output_names, progress=progress)
     return traced.save(path, opset=opset, validate=validate, atol=atol, rtol=rtol, external_data=external_data,

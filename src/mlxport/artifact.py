@@ -178,12 +178,13 @@ def artifact_sha256(path: str | os.PathLike) -> str:
     return file_sha256(p)
 
 
-def artifact_bytes(path: str | os.PathLike) -> int:
-    """The artifact's size on disk: the file or folder, plus ONNX external data beside it."""
+def artifact_bytes(path: str | os.PathLike, *, external_data: bool = True) -> int:
+    """The artifact's size on disk: the file or folder, plus (unless ``external_data`` is False) the ONNX
+    external data beside it."""
     p = Path(path)
     total = sum(f.stat().st_size for f in folder_files(p)) if p.is_dir() else p.stat().st_size
     data = Path(str(p) + ".data")
-    return total + (data.stat().st_size if data.exists() else 0)
+    return total + (data.stat().st_size if external_data and data.exists() else 0)
 
 
 def check_sha256(path: str | os.PathLike, meta: ArtifactMeta) -> str | None:

@@ -118,8 +118,8 @@ FORMATS: tuple[Format, ...] = (
            doc="ONNX, run by ONNX Runtime (dynamic axes, packed quantized weights)"),
     Format("TFLite", ".tflite", "LiteRT", "litert", "mlxport.writers:write_tflite",
            "mlxport.runners:TFLiteRunner", "mlxport.inspect:inspect_tflite", "tflite", ("ai-edge-litert",),
-           "tensorflow_lite", run_packages=("ai-edge-litert",), options=("quantize", "calibration"), runner_options=("threads",),
-           edge_runtime="ai_edge_litert",
+           "tensorflow_lite", run_packages=("ai-edge-litert",), options=("quantize", "calibration"),
+           runner_options=("threads",), edge_runtime="ai_edge_litert",
            doc="LiteRT flatbuffer through onnx2tf (float32, float16, dynamic_int8, int8; a dynamic batch axis only)"),
     Format("TorchScript", ".pt", "TorchScript", "torchscript", "mlxport.writers:write_torch",
            "mlxport.runners:TorchScriptRunner", "mlxport.inspect:inspect_torch", "torch", ("torch",),
@@ -139,10 +139,9 @@ FORMATS: tuple[Format, ...] = (
 
 BY_SUFFIX: dict[str, Format] = {f.suffix: f for f in FORMATS}
 BY_BACKEND: dict[str, Format] = {f.backend: f for f in FORMATS}
-SUFFIXES: tuple[str, ...] = tuple(f.suffix for f in FORMATS)
 # Every format-specific option, and the formats that take it.
 OPTION_FORMATS: dict[str, tuple[Format, ...]] = {
-    opt: tuple(f for f in FORMATS if opt in f.options) for f0 in FORMATS for opt in f0.options}
+    opt: tuple(f for f in FORMATS if opt in f.options) for opt in dict.fromkeys(o for f in FORMATS for o in f.options)}
 
 
 def suffix_list(conjunction: str = "or") -> str:
@@ -198,5 +197,5 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["BY_BACKEND", "BY_SUFFIX", "FORMATS", "Format", "OPTION_FORMATS", "SUFFIXES", "artifacts_in",
+__all__ = ["BY_BACKEND", "BY_SUFFIX", "FORMATS", "Format", "OPTION_FORMATS", "artifacts_in",
            "format_of", "is_artifact", "markdown_table", "require_format", "suffix_list"]

@@ -229,7 +229,7 @@ def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(f"no such artifact: {p}")
     meta = read_meta(p)
     info: dict[str, Any] = {"path": str(p), "format": fmt.name, "runtime": fmt.runtime,
-                            "file_bytes": artifact_bytes(p) - _file_size(Path(str(p) + ".data"))}
+                            "file_bytes": artifact_bytes(p, external_data=False)}
     info.update(fmt.load_inspector()(p, meta))
     info["total_bytes"] = info["file_bytes"] + sum(info.get("external_data", {}).values())
     if not fmt.runs_here():

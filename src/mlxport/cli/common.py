@@ -385,7 +385,9 @@ def _artifact_inputs(path: str, meta: Any, runner: Any) -> list[tuple[str, list[
 
 
 def _describe_signature(specs: Sequence[tuple[str, list[Any], str]]) -> str:
-    return ", ".join(f"{n}: {t}[{','.join(str(d) for d in dims)}]" for n, dims, t in specs)
+    from ..artifact import IOSpec
+
+    return ", ".join(IOSpec(n, dims, t).describe() for n, dims, t in specs)
 
 
 def _check_arity(artifact: str, against: str, fn: Callable, specs: Sequence[tuple[str, list[Any], str]]) -> None:
